@@ -1,0 +1,95 @@
+"""Hessian-vector products, Jacobian-vector products and flat-vector helpers, by autograd.
+
+All vectors are flat 1-D tensors over a list of parameters ``params`` (concatenated in order).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+MatVec = Callable[[torch.Tensor], torch.Tensor]
+
+
+def flatten(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Concatenate tensors into one flat vector."""
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def unflatten(vector: torch.Tensor, like: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Split a flat vector into tensors shaped like ``like``."""
+    sizes = [t.numel() for t in like]
+    if vector.numel() != sum(sizes):
+        raise ValueError(f"vector has {vector.numel()} entries, parameters have {sum(sizes)}.")
+    return [chunk.view_as(t) for chunk, t in zip(torch.split(vector, sizes), like)]
+
+
+def exact_hvp(loss: torch.Tensor, params: Sequence[torch.Tensor]) -> MatVec:
+    """``v ↦ ∇²loss · v`` by double backward. The gradient graph is built once."""
+    grads = torch.autograd.grad(loss, params, create_graph=True, materialize_grads=True)
+    return hvp_from_grad(grads, params)
+
+
+def hvp_from_grad(grads: Sequence[torch.Tensor], params: Sequence[torch.Tensor]) -> MatVec:
+    """``v ↦ ∂(grads · v)/∂params`` for gradients built with ``create_graph=True``."""
+    flat_grad = flatten(grads)
+
+    def hvp(vector: torch.Tensor) -> torch.Tensor:
+        out = torch.autograd.grad(
+            flat_grad, params, grad_outputs=vector, retain_graph=True, materialize_grads=True
+        )
+        return flatten(out)
+
+    return hvp
+
+
+def jvp(outputs: torch.Tensor, params: Sequence[torch.Tensor]) -> MatVec:
+    """``v ↦ (∂outputs/∂params) · v`` (shape of ``outputs``), by the double-vjp trick."""
+    dummy = torch.zeros_like(outputs, requires_grad=True)
+    vjp_graph = torch.autograd.grad(
+        outputs, params, grad_outputs=dummy, create_graph=True, materialize_grads=True
+    )
+
+    def product(vector: torch.Tensor) -> torch.Tensor:
+        pieces = unflatten(vector, params)
+        (out,) = torch.autograd.grad(vjp_graph, dummy, grad_outputs=pieces, retain_graph=True)
+        return out
+
+    return product
+
+
+def vjp(outputs: torch.Tensor, params: Sequence[torch.Tensor]) -> MatVec:
+    """``u ↦ (∂outputs/∂params)ᵀ u`` as a flat vector (``u`` shaped like ``outputs``)."""
+
+    def product(cotangent: torch.Tensor) -> torch.Tensor:
+        out = torch.autograd.grad(
+            outputs, params, grad_outputs=cotangent, retain_graph=True, materialize_grads=True
+        )
+        return flatten(out)
+
+    return product
+
+
+def gauss_newton_hvp(outputs: torch.Tensor, params: Sequence[torch.Tensor], scale: float) -> MatVec:
+    """``v ↦ scale · JᵀJ v`` with ``J = ∂outputs/∂params`` (flattened over ``outputs``).
+
+    For ``L = (1/N) Σ (V_i − G_i)²`` the Gauss-Newton matrix is ``(2/N) JᵀJ``: pass
+    ``scale = 2 / N``. Positive semi-definite by construction.
+    """
+    forward = jvp(outputs, params)
+    backward = vjp(outputs, params)
+
+    def hvp(vector: torch.Tensor) -> torch.Tensor:
+        return scale * backward(forward(vector))
+
+    return hvp
+
+
+def explicit_matrix(matvec: MatVec, size: int, like: torch.Tensor) -> torch.Tensor:
+    """Materialise the ``size × size`` matrix of a linear map column by column.
+
+    Costs ``size`` products: meant for small critics and as a test reference.
+    """
+    eye = torch.eye(size, dtype=like.dtype, device=like.device)
+    return torch.stack([matvec(column) for column in eye], dim=1)

@@ -1,0 +1,280 @@
+"""The Stackelberg correction of the actor's gradient (STAC_MATH §2–4)."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Literal
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from tensordict.utils import NestedKey
+
+from torchrl_stac.curvature import MatVec, exact_hvp, explicit_matrix, flatten, gauss_newton_hvp, jvp
+from torchrl_stac.losses import CriticLoss, StackelbergActorLoss
+from torchrl_stac.regularization import Regularization, regularization_at
+from torchrl_stac.solvers import SolveResult, conjugate_gradient, dense_solve
+from torchrl_stac.trajectories import discounted_forward_cumsum, episode_starts, segment_starts
+
+_CHOICES = {
+    "solver": ("cg", "dense"),
+    "hessian": ("exact", "gauss_newton"),
+    "start_states": ("all", "initial"),
+    "psi": ("advantage", "return"),
+    "on_nonfinite": ("raise", "skip"),
+    "curvature_fallback": (None, "gauss_newton"),
+}
+
+
+class ImplicitGradientHook:
+    """Adds ``(∂²L/∂θ∂w)(∂²L/∂w² + λI)⁻¹ ∂J/∂w / σ`` to the actor parameters' ``.grad``.
+
+    Call it after the critic's k-step inner loop and after ``loss_objective.backward()`` (the
+    actor's ``.grad`` then holds −∂J/∂θ / σ); after the call it holds −dJ/dθ / σ, so that the
+    optimizer step follows the total derivative +dJ/dθ. σ is the actor loss's advantage scale.
+
+    Per call, on the whole on-policy batch (shape ``[N]`` or ``[B, T]``, time last):
+
+    1. ``b = ∂J/∂w = mean_t ∇_w V_w(s_t)`` (or ``∇_w Q_w(s_t, a_t)`` for a Q critic);
+    2. solve ``(H + λI) x = b`` with H the Hessian of the critic loss (exact or Gauss-Newton),
+       by conjugate gradient on Hessian-vector products or by a dense solve;
+    3. ``c_t = ∇_w V_w(s_t) · x`` for every step (one Jacobian-vector product);
+    4. the mixed term ``M x`` as the θ-gradient of the surrogate
+       ``S(θ) = −(2/N) Σ_t log π_θ(a_t|s_t) · Ψ_t C_t`` with ``C_t`` the discounted cumulative
+       sum of ``c`` since the start of the trajectory piece (V critic; the Q critic uses
+       STAC_MATH §3), and adds ``M x / σ`` to ``.grad``.
+
+    Args:
+        actor_loss: the leader's loss; its ``critic_network`` must be ``critic_loss``'s network.
+        critic_loss: the follower's squared-error loss (its target key gives G).
+        regularization: λ ≥ 0, a float or a callable ``update index -> λ`` (e.g.
+            :class:`~torchrl_stac.ExponentialDecay`). Large λ recovers plain actor-critic.
+        solver: ``"cg"`` (default) or ``"dense"`` (explicit Hessian: small critics only).
+        max_iter, tol, warm_start: conjugate-gradient iteration cap, relative residual
+            tolerance, and whether to start from the previous update's solution.
+        hessian: ``"exact"`` (double backward) or ``"gauss_newton"`` (positive semi-definite).
+        curvature_fallback: ``"gauss_newton"`` re-solves with the Gauss-Newton matrix when the
+            exact one shows non-positive curvature; ``None`` keeps CG's last iterate and flags it.
+        start_states: ``"all"`` (every visited state starts its remaining trajectory) or
+            ``"initial"`` (only true episode starts; needs ``step_count`` or ``is_init``).
+        psi: Ψ_t, the estimate of Q^π(s_t, a_t): ``"advantage"`` (Â, lower variance) or
+            ``"return"`` (the critic's target G).
+        gamma: discount of the cumulative sum; defaults to the actor loss's value estimator's.
+        on_nonfinite: ``"raise"`` a FloatingPointError, or ``"skip"`` the correction (the
+            partial gradient is left as it is) and report ``skipped=1``.
+        done_key, traj_key: where trajectory boundaries are read.
+    """
+
+    def __init__(
+        self,
+        actor_loss: StackelbergActorLoss,
+        critic_loss: CriticLoss,
+        *,
+        regularization: Regularization = 0.0,
+        solver: Literal["cg", "dense"] = "cg",
+        max_iter: int = 10,
+        tol: float = 1e-10,
+        warm_start: bool = True,
+        hessian: Literal["exact", "gauss_newton"] = "exact",
+        curvature_fallback: Literal["gauss_newton"] | None = None,
+        start_states: Literal["all", "initial"] = "all",
+        psi: Literal["advantage", "return"] = "advantage",
+        gamma: float | None = None,
+        on_nonfinite: Literal["raise", "skip"] = "raise",
+        done_key: NestedKey = ("next", "done"),
+        traj_key: NestedKey = ("collector", "traj_ids"),
+    ):
+        if not isinstance(actor_loss, StackelbergActorLoss):
+            raise TypeError(f"actor_loss must be a StackelbergActorLoss, got {type(actor_loss).__name__}.")
+        if not isinstance(critic_loss, CriticLoss):
+            raise TypeError(f"critic_loss must be a CriticLoss, got {type(critic_loss).__name__}.")
+        options = dict(
+            solver=solver,
+            hessian=hessian,
+            start_states=start_states,
+            psi=psi,
+            on_nonfinite=on_nonfinite,
+            curvature_fallback=curvature_fallback,
+        )
+        for name, value in options.items():
+            if value not in _CHOICES[name]:
+                raise ValueError(f"unknown {name} {value!r}: choose one of {_CHOICES[name]}.")
+        if max_iter < 1:
+            raise ValueError(f"max_iter must be >= 1, got {max_iter}.")
+        if tol < 0:
+            raise ValueError(f"tol must be >= 0, got {tol}.")
+        regularization_at(regularization, 0)
+        self.actor_loss = actor_loss
+        self.critic_loss = critic_loss
+        self.actor_params = [p for p in actor_loss.actor_network.parameters() if p.requires_grad]
+        self.critic_params = [p for p in critic_loss.value_network.parameters() if p.requires_grad]
+        self._check_players()
+        self.regularization = regularization
+        self.solver, self.hessian, self.curvature_fallback = solver, hessian, curvature_fallback
+        self.max_iter, self.tol, self.warm_start = max_iter, tol, warm_start
+        self.start_states, self.psi, self.on_nonfinite = start_states, psi, on_nonfinite
+        self.done_key, self.traj_key = done_key, traj_key
+        self.gamma = self._resolve_gamma(gamma)
+        self.num_updates = 0
+        self._previous_solution: torch.Tensor | None = None
+
+    def _check_players(self) -> None:
+        critic_ids = {id(p) for p in self.critic_params}
+        actor_critic_ids = {id(p) for p in self.actor_loss.critic_network.parameters() if p.requires_grad}
+        if critic_ids != actor_critic_ids:
+            raise ValueError(
+                "actor/critic parameter mismatch: actor_loss.critic_network and "
+                "critic_loss.value_network must be the same critic (the one the inner loop trains)."
+            )
+        if not self.actor_params or not self.critic_params:
+            raise ValueError("both the actor and the critic need trainable parameters.")
+        if critic_ids & {id(p) for p in self.actor_params}:
+            raise ValueError(
+                "the actor and the critic share parameters; the Stackelberg correction assumes "
+                "disjoint leader and follower parameters. Use separate networks."
+            )
+
+    def _resolve_gamma(self, gamma: float | None) -> float:
+        if gamma is None:
+            gamma = getattr(self.actor_loss.value_estimator, "gamma", None)
+            if gamma is None:
+                raise ValueError("pass gamma=: the actor loss's value estimator has no discount.")
+        gamma = float(gamma)
+        if not 0 <= gamma <= 1:
+            raise ValueError(f"gamma must be in [0, 1], got {gamma}.")
+        return gamma
+
+    def __call__(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """Correct the actor's ``.grad`` in place; returns a TensorDict of diagnostics."""
+        partial = self._partial_gradient()
+        lam = regularization_at(self.regularization, self.num_updates)
+        self.num_updates += 1
+        prediction = self.critic_loss.predict(tensordict)
+        target = self.critic_loss.target(tensordict)
+        loss = self.critic_loss.squared_error(prediction, target)
+        grad_j = torch.autograd.grad(prediction.mean(), self.critic_params, retain_graph=True)
+        rhs = flatten(grad_j)
+        if not (torch.isfinite(loss) and torch.isfinite(rhs).all()):
+            return self._skip("the critic loss or ∂J/∂w", partial, lam)
+
+        scale = 2.0 / prediction.numel()
+        if self.hessian == "exact":
+            result = self._solve(exact_hvp(loss, self.critic_params), lam, rhs)
+        else:
+            result = self._solve(gauss_newton_hvp(prediction, self.critic_params, scale), lam, rhs)
+        fell_back = False
+        if result.nonpositive_curvature and self.curvature_fallback == "gauss_newton" and self.hessian == "exact":
+            result = self._solve(gauss_newton_hvp(prediction, self.critic_params, scale), lam, rhs)
+            fell_back = True
+        if not torch.isfinite(result.solution).all():
+            return self._skip("the Hessian solve (H + λI)⁻¹ ∂J/∂w", partial, lam, result)
+
+        c = jvp(prediction, self.critic_params)(result.solution).detach()
+        weights = self._surrogate_weights(tensordict, c, prediction.detach(), target)
+        advantage = self.actor_loss.advantage(tensordict)
+        sigma = self.actor_loss.advantage_scale(advantage)
+        surrogate = (self.actor_loss.log_prob(tensordict) * weights).sum() / prediction.numel()
+        grads = torch.autograd.grad(surrogate, self.actor_params, materialize_grads=True)
+        correction = flatten(grads) / sigma
+        if not torch.isfinite(correction).all():
+            return self._skip("the implicit correction", partial, lam, result)
+
+        for param, piece in zip(self.actor_params, grads):
+            param.grad.add_(piece / sigma)
+        self._previous_solution = result.solution.detach()
+        return self._diagnostics(partial, correction, lam, result, fell_back, skipped=False)
+
+    def _partial_gradient(self) -> torch.Tensor:
+        if all(p.grad is None for p in self.actor_params):
+            raise RuntimeError(
+                "the actor parameters have no .grad: call loss_objective.backward() before the hook."
+            )
+        for p in self.actor_params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        partial = flatten([p.grad for p in self.actor_params]).clone()
+        if not torch.isfinite(partial).all():
+            raise FloatingPointError(
+                "the actor's partial gradient is not finite before the correction: the actor loss "
+                "or the batch holds NaN/inf; refusing to step."
+            )
+        return partial
+
+    def _solve(self, hvp: MatVec, lam: float, rhs: torch.Tensor) -> SolveResult:
+        def matvec(vector: torch.Tensor) -> torch.Tensor:
+            return hvp(vector) + lam * vector
+
+        if self.solver == "dense":
+            return dense_solve(explicit_matrix(matvec, rhs.numel(), rhs), rhs)
+        x0 = self._previous_solution
+        if not self.warm_start or x0 is None or x0.shape != rhs.shape:
+            x0 = None
+        return conjugate_gradient(matvec, rhs, max_iter=self.max_iter, tol=self.tol, x0=x0)
+
+    def _surrogate_weights(
+        self, td: TensorDictBase, c: torch.Tensor, prediction: torch.Tensor, target: torch.Tensor
+    ) -> torch.Tensor:
+        """Per-step weights ω_t with ``M x = (1/N) Σ_t ∇_θ log π(a_t|s_t) ω_t``."""
+        starts = segment_starts(td, done_key=self.done_key, traj_key=self.traj_key)
+        if self.start_states == "initial":
+            initial = episode_starts(td, done_key=self.done_key)
+            c = c * initial
+            starts = starts | initial
+        psi = self.actor_loss.advantage(td) if self.psi == "advantage" else target
+        cumulative = discounted_forward_cumsum(c, starts, self.gamma)
+        if self.critic_loss.critic_type == "v":
+            return -2.0 * psi * cumulative
+        return 2.0 * (prediction - target) * c - 2.0 * psi * (cumulative - c)
+
+    def _skip(
+        self, what: str, partial: torch.Tensor, lam: float, result: SolveResult | None = None
+    ) -> TensorDictBase:
+        message = (
+            f"non-finite values in {what} at update {self.num_updates - 1} (λ = {lam}). Raise the "
+            "regularization, check the critic's targets, or lower the critic learning rate."
+        )
+        if self.on_nonfinite == "raise":
+            raise FloatingPointError(message)
+        warnings.warn(message + " The Stackelberg correction was skipped for this update.", stacklevel=3)
+        self._previous_solution = None
+        if result is None:
+            result = SolveResult(torch.zeros(0), 0, float("nan"), False)
+        return self._diagnostics(partial, torch.zeros_like(partial), lam, result, False, skipped=True)
+
+    @staticmethod
+    def _diagnostics(
+        partial: torch.Tensor,
+        correction: torch.Tensor,
+        lam: float,
+        result: SolveResult,
+        fell_back: bool,
+        *,
+        skipped: bool,
+    ) -> TensorDictBase:
+        total = partial + correction
+        partial_norm = torch.linalg.vector_norm(partial)
+        implicit_norm = torch.linalg.vector_norm(correction)
+        cosine = torch.nn.functional.cosine_similarity(partial, total, dim=0, eps=1e-12)
+        values = {
+            "implicit_norm": implicit_norm,
+            "partial_norm": partial_norm,
+            "total_norm": torch.linalg.vector_norm(total),
+            "correction_ratio": implicit_norm / partial_norm.clamp_min(1e-12),
+            "cosine_partial_total": cosine,
+            "solver_iterations": float(result.iterations),
+            "relative_residual": result.relative_residual,
+            "nonpositive_curvature": float(result.nonpositive_curvature),
+            "gauss_newton_fallback": float(fell_back),
+            "regularization": lam,
+            "skipped": float(skipped),
+        }
+        return TensorDict(
+            {k: torch.as_tensor(v, dtype=torch.float32).detach() for k, v in values.items()}, batch_size=[]
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Update counter (drives λ schedules) and the CG warm start."""
+        return {"num_updates": self.num_updates, "previous_solution": self._previous_solution}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.num_updates = int(state["num_updates"])
+        self._previous_solution = state["previous_solution"]

@@ -1,0 +1,112 @@
+"""Solvers for the regularised critic system ``(H + λI) x = b``.
+
+Vectors are flat 1-D tensors over the critic's parameters (see :mod:`torchrl_stac.curvature`
+for the flattening helpers). ``matvec`` maps such a vector ``v`` to ``(H + λI) v``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+MatVec = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class SolveResult:
+    """Outcome of a linear solve.
+
+    Attributes:
+        solution: x, same shape as the right-hand side b.
+        iterations: CG iterations run (0 for the dense solver).
+        relative_residual: ‖A x − b‖ / ‖b‖ (0 when b = 0). For CG this is the recurrence
+            residual, equal to the true one in exact arithmetic.
+        nonpositive_curvature: True when A was found not positive definite: CG met a direction
+            with pᵀAp ≤ 0 and stopped there, or the dense Cholesky factorisation failed.
+    """
+
+    solution: torch.Tensor
+    iterations: int
+    relative_residual: float
+    nonpositive_curvature: bool
+
+
+def conjugate_gradient(
+    matvec: MatVec,
+    b: torch.Tensor,
+    *,
+    max_iter: int = 10,
+    tol: float = 1e-10,
+    x0: torch.Tensor | None = None,
+) -> SolveResult:
+    """Solve ``A x = b`` for symmetric ``A`` given only ``v ↦ A v``.
+
+    Stops after ``max_iter`` iterations, when ``‖r‖ ≤ tol ‖b‖``, or on a direction with
+    non-positive curvature (then ``x`` is the last iterate and the flag is set).
+
+    Args:
+        matvec: ``v ↦ A v`` on flat vectors.
+        b: right-hand side, 1-D.
+        max_iter: iteration cap (each iteration costs one ``matvec``).
+        tol: relative residual tolerance.
+        x0: warm start (e.g. the previous update's solution); zeros if ``None``.
+    """
+    if max_iter < 1:
+        raise ValueError(f"max_iter must be >= 1, got {max_iter}.")
+    if tol < 0:
+        raise ValueError(f"tol must be >= 0, got {tol}.")
+    b_norm = torch.linalg.vector_norm(b)
+    if b_norm == 0:
+        return SolveResult(torch.zeros_like(b), 0, 0.0, False)
+    if x0 is None:
+        x = torch.zeros_like(b)
+        r = b.clone()
+    else:
+        if x0.shape != b.shape:
+            raise ValueError(f"x0 has shape {tuple(x0.shape)}, b has {tuple(b.shape)}.")
+        x = x0.clone()
+        r = b - matvec(x)
+    p = r.clone()
+    rr = r.dot(r)
+    iterations = 0
+    nonpositive = False
+    for _ in range(max_iter):
+        if rr.sqrt() <= tol * b_norm:
+            break
+        ap = matvec(p)
+        curvature = p.dot(ap)
+        if curvature <= 0:
+            nonpositive = True
+            break
+        alpha = rr / curvature
+        x = x + alpha * p
+        r = r - alpha * ap
+        iterations += 1
+        rr_new = r.dot(r)
+        p = r + (rr_new / rr) * p
+        rr = rr_new
+    return SolveResult(x, iterations, float(rr.sqrt() / b_norm), nonpositive)
+
+
+def dense_solve(matrix: torch.Tensor, b: torch.Tensor) -> SolveResult:
+    """Reference solve of ``matrix @ x = b`` with an explicit symmetric matrix.
+
+    Uses a Cholesky factorisation; when the matrix is not positive definite it sets the
+    curvature flag and falls back to an LU solve (``torch.linalg.solve``).
+    """
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] != b.numel():
+        raise ValueError(
+            f"dense_solve needs a square [{b.numel()}, {b.numel()}] matrix, got {tuple(matrix.shape)}."
+        )
+    factor, info = torch.linalg.cholesky_ex(matrix)
+    nonpositive = bool(info != 0)
+    if nonpositive:
+        x = torch.linalg.solve(matrix, b)
+    else:
+        x = torch.cholesky_solve(b.unsqueeze(-1), factor).squeeze(-1)
+    b_norm = torch.linalg.vector_norm(b)
+    residual = torch.linalg.vector_norm(matrix @ x - b)
+    relative = float(residual / b_norm) if b_norm > 0 else float(residual)
+    return SolveResult(x, 0, relative, nonpositive)
