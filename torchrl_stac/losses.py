@@ -256,7 +256,14 @@ class StackelbergActorLoss(LossModule):
         action = require(tensordict, self.tensor_keys.action, "The actor loss needs the actions taken.")
         if action.requires_grad:
             raise RuntimeError(f"the stored {self.tensor_keys.action!r} requires grad; detach it.")
-        log_prob = self._distribution(tensordict).log_prob(action)
+        return self._log_prob(self._distribution(tensordict), action, tensordict)
+
+    @staticmethod
+    def _log_prob(dist, action: torch.Tensor, tensordict: TensorDictBase) -> torch.Tensor:
+        """Log-probability per step, summed over action dimensions for factorised distributions."""
+        log_prob = dist.log_prob(action)
+        if log_prob.ndim > tensordict.batch_dims and log_prob.shape[: tensordict.batch_dims] == tensordict.batch_size:
+            log_prob = log_prob.flatten(tensordict.batch_dims).sum(-1)
         return as_batch(log_prob, tensordict, "log_prob")
 
     def advantage(self, tensordict: TensorDictBase) -> torch.Tensor:
@@ -283,7 +290,7 @@ class StackelbergActorLoss(LossModule):
             advantage = advantage - advantage.mean()
         dist = self._distribution(tensordict)
         action = tensordict.get(self.tensor_keys.action)
-        log_prob = as_batch(dist.log_prob(action), tensordict, "log_prob")
+        log_prob = self._log_prob(dist, action, tensordict)
         loss = -(log_prob * advantage).mean() / scale
         check_finite(loss, "loss_objective")
         out = TensorDict({"loss_objective": loss}, batch_size=[])
@@ -295,10 +302,13 @@ class StackelbergActorLoss(LossModule):
 
     def _entropy(self, dist: torch.distributions.Distribution, tensordict: TensorDictBase) -> torch.Tensor:
         try:
-            return dist.entropy().mean()
+            entropy = dist.entropy()
+            if entropy.ndim > tensordict.batch_dims:
+                entropy = entropy.flatten(tensordict.batch_dims).sum(-1)
+            return entropy.mean()
         except NotImplementedError:  # e.g. TanhNormal: one-sample Monte-Carlo estimate
             sample = dist.rsample()
-            return -as_batch(dist.log_prob(sample), tensordict, "log_prob").mean()
+            return -self._log_prob(dist, sample, tensordict).mean()
 
     def make_value_estimator(self, value_type: ValueEstimators | None = None, **hyperparams):
         value_type, hp = self._prepare_value_estimator_kwargs(value_type, **hyperparams)
