@@ -81,7 +81,8 @@ def functional(module: nn.Module, fn):
 
     def call(flat: torch.Tensor):
         pieces = torch.split(flat, [s.numel() for s in shapes])
-        params = TensorDict({n: x.view(s) for n, x, s in zip(names, pieces, shapes)}, []).unflatten_keys(".")
+        tensors = {n: x.view(s) for n, x, s in zip(names, pieces, shapes, strict=True)}
+        params = TensorDict(tensors, []).unflatten_keys(".")
         with params.to_module(module):
             return fn()
 

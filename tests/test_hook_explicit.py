@@ -49,8 +49,9 @@ def build(actor_kind, critic_kind, batch_shape, *, near_fit=False, normalize=Fal
     return actor, critic, actor_loss, critic_loss, td
 
 
-def reference_gradient(actor, critic, actor_loss, critic_loss, td, lam, *, hessian_kind="exact",
-                       start_states="all", psi="advantage"):
+def reference_gradient(
+    actor, critic, actor_loss, critic_loss, td, lam, *, hessian_kind="exact", start_states="all", psi="advantage"
+):
     """partial + M (H + λI)⁻¹ b / σ from explicit matrices; also returns H for preconditions."""
     n = td.batch_size.numel()
     w, theta = flat_params(critic), flat_params(actor)
@@ -136,7 +137,12 @@ def test_estimator_options_match_explicit_matrices(batch_shape, critic_kind_, op
     actor, critic, actor_loss, critic_loss, td = build(actor_kind, critic_kind_, batch_shape)
     lam = 1.0
     expected, _ = reference_gradient(
-        actor, critic, actor_loss, critic_loss, td, lam,
+        actor,
+        critic,
+        actor_loss,
+        critic_loss,
+        td,
+        lam,
         hessian_kind=options.get("hessian", "exact"),
         start_states=options.get("start_states", "all"),
         psi=options.get("psi", "advantage"),

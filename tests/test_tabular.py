@@ -177,8 +177,9 @@ def make_players(mdp: Mdp, critic_type: str):
     head.weight.data.copy_(torch.tensor([[0.3, -0.5]]))
     head.bias.data.fill_(0.2)
     in_keys = ["observation"] if critic_type == "v" else ["observation", "action"]
-    critic = ValueOperator(nn.Sequential(Features(table), head) if critic_type == "v" else QHead(table, head),
-                           in_keys=in_keys)
+    critic = ValueOperator(
+        nn.Sequential(Features(table), head) if critic_type == "v" else QHead(table, head), in_keys=in_keys
+    )
     return actor, critic
 
 
@@ -198,7 +199,7 @@ def per_episode(values: torch.Tensor, episode: torch.Tensor) -> torch.Tensor:
 def hook_correction(actor, actor_loss, critic_loss, td, **options):
     for p in actor.parameters():
         p.grad = torch.zeros_like(p)
-    hook = ImplicitGradientHook(actor_loss, critic_loss, regularization=1.0, gamma=GAMMA, **options)
+    hook = ImplicitGradientHook(actor_loss, critic_loss, regularization=1.0, gamma=GAMMA, tol=1e-12, **options)
     hook(td)
     return actor.module[0].module.weight.grad.reshape(-1).clone()
 
@@ -267,9 +268,7 @@ def test_v_critic_every_visited_state_estimator(episodes_v, psi):
     torch.testing.assert_close(estimate, terms.sum(0) / n, rtol=1e-8, atol=1e-12)
     dV = jacobian(lambda W: mdp.values(W)[0], mdp.W).reshape(S, -1)  # ∂V^π(s)/∂W
     target_terms = -2 * c_state[s][:, None] * dV[s]  # −2 c(s) ∂V^π(s)/∂θ over the visited states
-    assert_within_standard_errors(
-        estimate, target_terms.mean(0), per_episode(terms - target_terms, episode), 1.0 / n
-    )
+    assert_within_standard_errors(estimate, target_terms.mean(0), per_episode(terms - target_terms, episode), 1.0 / n)
 
 
 @pytest.mark.parametrize("psi", ["return", "advantage"])
@@ -337,6 +336,4 @@ def test_q_critic_estimators(episodes_q, start_states):
     dQ = jacobian(lambda W: mdp.values(W)[1], mdp.W).reshape(S, A, -1)
     target_terms = 2 * d_pi[s] - 2 * c_sa[s, a][:, None] * dQ[s, a]
     assert Q.abs().max() > 0
-    assert_within_standard_errors(
-        estimate, target_terms.mean(0), per_episode(terms - target_terms, episode), 1.0 / n
-    )
+    assert_within_standard_errors(estimate, target_terms.mean(0), per_episode(terms - target_terms, episode), 1.0 / n)

@@ -5,7 +5,7 @@ All vectors are flat 1-D tensors over a list of parameters ``params`` (concatena
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -22,7 +22,7 @@ def unflatten(vector: torch.Tensor, like: Sequence[torch.Tensor]) -> list[torch.
     sizes = [t.numel() for t in like]
     if vector.numel() != sum(sizes):
         raise ValueError(f"vector has {vector.numel()} entries, parameters have {sum(sizes)}.")
-    return [chunk.view_as(t) for chunk, t in zip(torch.split(vector, sizes), like)]
+    return [chunk.view_as(t) for chunk, t in zip(torch.split(vector, sizes), like, strict=True)]
 
 
 def exact_hvp(loss: torch.Tensor, params: Sequence[torch.Tensor]) -> MatVec:
@@ -33,11 +33,10 @@ def exact_hvp(loss: torch.Tensor, params: Sequence[torch.Tensor]) -> MatVec:
 
 def hvp_from_grad(grads: Sequence[torch.Tensor], params: Sequence[torch.Tensor]) -> MatVec:
     """``v ↦ ∂(grads · v)/∂params`` for gradients built with ``create_graph=True``."""
-    flat_grad = flatten(grads)
 
     def hvp(vector: torch.Tensor) -> torch.Tensor:
         out = torch.autograd.grad(
-            flat_grad, params, grad_outputs=vector, retain_graph=True, materialize_grads=True
+            grads, params, grad_outputs=unflatten(vector, grads), retain_graph=True, materialize_grads=True
         )
         return flatten(out)
 
@@ -46,26 +45,32 @@ def hvp_from_grad(grads: Sequence[torch.Tensor], params: Sequence[torch.Tensor])
 
 def jvp(outputs: torch.Tensor, params: Sequence[torch.Tensor]) -> MatVec:
     """``v ↦ (∂outputs/∂params) · v`` (shape of ``outputs``), by the double-vjp trick."""
-    dummy = torch.zeros_like(outputs, requires_grad=True)
-    vjp_graph = torch.autograd.grad(
-        outputs, params, grad_outputs=dummy, create_graph=True, materialize_grads=True
-    )
+    return vjp_then_jvp(outputs, params, torch.zeros_like(outputs))[1]
+
+
+def vjp_then_jvp(
+    outputs: torch.Tensor, params: Sequence[torch.Tensor], cotangent: torch.Tensor
+) -> tuple[torch.Tensor, MatVec]:
+    """``(Jᵀ u, v ↦ J v)`` with ``J = ∂outputs/∂params`` from a single vector-Jacobian graph.
+
+    ``Jᵀ u`` is linear in ``u``, so differentiating it with respect to ``u`` along ``v`` gives
+    ``J v`` whatever ``u`` is: one backward graph serves both products.
+    """
+    cotangent = cotangent.detach().requires_grad_(True)
+    vjp_graph = torch.autograd.grad(outputs, params, grad_outputs=cotangent, create_graph=True, materialize_grads=True)
 
     def product(vector: torch.Tensor) -> torch.Tensor:
-        pieces = unflatten(vector, params)
-        (out,) = torch.autograd.grad(vjp_graph, dummy, grad_outputs=pieces, retain_graph=True)
+        (out,) = torch.autograd.grad(vjp_graph, cotangent, grad_outputs=unflatten(vector, params), retain_graph=True)
         return out
 
-    return product
+    return flatten(vjp_graph).detach(), product
 
 
 def vjp(outputs: torch.Tensor, params: Sequence[torch.Tensor]) -> MatVec:
     """``u ↦ (∂outputs/∂params)ᵀ u`` as a flat vector (``u`` shaped like ``outputs``)."""
 
     def product(cotangent: torch.Tensor) -> torch.Tensor:
-        out = torch.autograd.grad(
-            outputs, params, grad_outputs=cotangent, retain_graph=True, materialize_grads=True
-        )
+        out = torch.autograd.grad(outputs, params, grad_outputs=cotangent, retain_graph=True, materialize_grads=True)
         return flatten(out)
 
     return product

@@ -9,7 +9,14 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.utils import NestedKey
 
-from torchrl_stac.curvature import MatVec, exact_hvp, explicit_matrix, flatten, gauss_newton_hvp, jvp
+from torchrl_stac.curvature import (
+    MatVec,
+    exact_hvp,
+    explicit_matrix,
+    flatten,
+    gauss_newton_hvp,
+    vjp_then_jvp,
+)
 from torchrl_stac.losses import CriticLoss, StackelbergActorLoss
 from torchrl_stac.regularization import Regularization, regularization_at
 from torchrl_stac.solvers import SolveResult, conjugate_gradient, dense_solve
@@ -50,7 +57,8 @@ class ImplicitGradientHook:
             :class:`~torchrl_stac.ExponentialDecay`). Large λ recovers plain actor-critic.
         solver: ``"cg"`` (default) or ``"dense"`` (explicit Hessian: small critics only).
         max_iter, tol, warm_start: conjugate-gradient iteration cap, relative residual
-            tolerance, and whether to start from the previous update's solution.
+            tolerance (1e-6: about float32 precision), and whether to start from the previous
+            update's solution.
         hessian: ``"exact"`` (double backward) or ``"gauss_newton"`` (positive semi-definite).
         curvature_fallback: ``"gauss_newton"`` re-solves with the Gauss-Newton matrix when the
             exact one shows non-positive curvature; ``None`` keeps CG's last iterate and flags it.
@@ -72,7 +80,7 @@ class ImplicitGradientHook:
         regularization: Regularization = 0.0,
         solver: Literal["cg", "dense"] = "cg",
         max_iter: int = 10,
-        tol: float = 1e-10,
+        tol: float = 1e-6,
         warm_start: bool = True,
         hessian: Literal["exact", "gauss_newton"] = "exact",
         curvature_fallback: Literal["gauss_newton"] | None = None,
@@ -151,8 +159,10 @@ class ImplicitGradientHook:
         prediction = self.critic_loss.predict(tensordict)
         target = self.critic_loss.target(tensordict)
         loss = self.critic_loss.squared_error(prediction, target)
-        grad_j = torch.autograd.grad(prediction.mean(), self.critic_params, retain_graph=True)
-        rhs = flatten(grad_j)
+        # b = ∂J/∂w = Jᵀ 1/N; the same graph later gives c = J x
+        rhs, critic_jvp = vjp_then_jvp(
+            prediction, self.critic_params, torch.full_like(prediction, 1.0 / prediction.numel())
+        )
         if not (torch.isfinite(loss) and torch.isfinite(rhs).all()):
             return self._skip("the critic loss or ∂J/∂w", partial, lam)
 
@@ -168,7 +178,7 @@ class ImplicitGradientHook:
         if not torch.isfinite(result.solution).all():
             return self._skip("the Hessian solve (H + λI)⁻¹ ∂J/∂w", partial, lam, result)
 
-        c = jvp(prediction, self.critic_params)(result.solution).detach()
+        c = critic_jvp(result.solution).detach()
         weights = self._surrogate_weights(tensordict, c, prediction.detach(), target)
         advantage = self.actor_loss.advantage(tensordict)
         sigma = self.actor_loss.advantage_scale(advantage)
@@ -178,16 +188,14 @@ class ImplicitGradientHook:
         if not torch.isfinite(correction).all():
             return self._skip("the implicit correction", partial, lam, result)
 
-        for param, piece in zip(self.actor_params, grads):
+        for param, piece in zip(self.actor_params, grads, strict=True):
             param.grad.add_(piece / sigma)
         self._previous_solution = result.solution.detach()
         return self._diagnostics(partial, correction, lam, result, fell_back, skipped=False)
 
     def _partial_gradient(self) -> torch.Tensor:
         if all(p.grad is None for p in self.actor_params):
-            raise RuntimeError(
-                "the actor parameters have no .grad: call loss_objective.backward() before the hook."
-            )
+            raise RuntimeError("the actor parameters have no .grad: call loss_objective.backward() before the hook.")
         for p in self.actor_params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
@@ -225,9 +233,7 @@ class ImplicitGradientHook:
             return -2.0 * psi * cumulative
         return 2.0 * (prediction - target) * c - 2.0 * psi * (cumulative - c)
 
-    def _skip(
-        self, what: str, partial: torch.Tensor, lam: float, result: SolveResult | None = None
-    ) -> TensorDictBase:
+    def _skip(self, what: str, partial: torch.Tensor, lam: float, result: SolveResult | None = None) -> TensorDictBase:
         message = (
             f"non-finite values in {what} at update {self.num_updates - 1} (λ = {lam}). Raise the "
             "regularization, check the critic's targets, or lower the critic learning rate."

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable, Literal, Sequence
+from collections.abc import Callable, Sequence
+from typing import Literal
 
 import torch
 
@@ -44,9 +45,7 @@ def leader_total_gradient(
     grad_1 = torch.autograd.grad(f_leader, leader_params, retain_graph=True, materialize_grads=True)
     grad_2 = flatten(torch.autograd.grad(f_leader, follower_params, materialize_grads=True))
     f_follower = follower_loss()
-    follower_grad = torch.autograd.grad(
-        f_follower, follower_params, create_graph=True, materialize_grads=True
-    )
+    follower_grad = torch.autograd.grad(f_follower, follower_params, create_graph=True, materialize_grads=True)
     hessian = hvp_from_grad(follower_grad, follower_params)
 
     def matvec(vector: torch.Tensor) -> torch.Tensor:
@@ -57,7 +56,7 @@ def leader_total_gradient(
     else:
         result = dense_solve(explicit_matrix(matvec, grad_2.numel(), grad_2), grad_2)
     x = unflatten(result.solution.detach(), follower_params)
-    inner = sum((g * xi).sum() for g, xi in zip(follower_grad, x))
+    inner = sum((g * xi).sum() for g, xi in zip(follower_grad, x, strict=True))
     mixed = torch.autograd.grad(inner, leader_params, materialize_grads=True)
-    total = [g1 - m for g1, m in zip(grad_1, mixed)]
+    total = [g1 - m for g1, m in zip(grad_1, mixed, strict=True)]
     return total, result

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Union
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class ExponentialDecay:
         return self.floor + (self.start - self.floor) * self.rate**step
 
 
-Regularization = Union[float, Callable[[int], float]]
+Regularization = float | Callable[[int], float]
 
 
 def regularization_at(regularization: Regularization, step: int) -> float:

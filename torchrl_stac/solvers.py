@@ -6,8 +6,8 @@ for the flattening helpers). ``matvec`` maps such a vector ``v`` to ``(H + λI) 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -97,9 +97,7 @@ def dense_solve(matrix: torch.Tensor, b: torch.Tensor) -> SolveResult:
     curvature flag and falls back to an LU solve (``torch.linalg.solve``).
     """
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] != b.numel():
-        raise ValueError(
-            f"dense_solve needs a square [{b.numel()}, {b.numel()}] matrix, got {tuple(matrix.shape)}."
-        )
+        raise ValueError(f"dense_solve needs a square [{b.numel()}, {b.numel()}] matrix, got {tuple(matrix.shape)}.")
     factor, info = torch.linalg.cholesky_ex(matrix)
     nonpositive = bool(info != 0)
     if nonpositive:
