@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import flat_grads, make_actor, make_batch, make_critic
 
+from helpers import flat_grads, make_actor, make_batch, make_critic
 from torchrl_stac import CriticLoss, ExponentialDecay, ImplicitGradientHook, StackelbergActorLoss
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.autograd.functional import hessian, jacobian
+
 from helpers import (
     flat_grads,
     flat_params,
@@ -18,8 +20,6 @@ from helpers import (
     make_critic,
     reference_discount_matrix,
 )
-from torch.autograd.functional import hessian, jacobian
-
 from torchrl_stac import CriticLoss, ImplicitGradientHook, StackelbergActorLoss
 
 GAMMA = 0.9

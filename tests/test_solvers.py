@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import flat_params, functional, make_actor, make_batch, make_critic
 from torch.autograd.functional import hessian, jacobian
 
+from helpers import flat_params, functional, make_actor, make_batch, make_critic
 from torchrl_stac import (
     CriticLoss,
     conjugate_gradient,
