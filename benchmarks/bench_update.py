@@ -163,7 +163,15 @@ def main() -> None:
         for name, rs in runs.items():
             for i, r in enumerate(rs):
                 writer.writerow([name, i, *(f"{r.get(p, 0.0):.6f}" for p in phases)])
-    print(f"wrote {RESULTS / 'bench_update.json'} and bench_update.csv")
+    table = [
+        "| phase (median seconds) | AC | STAC | STAC, all 10 CG iterations |",
+        "| --- | --- | --- | --- |",
+        *(f"| {p} | " + " | ".join(f"{median[name][p]:.4f}" for name in median) + " |" for p in phases),
+        f"| **STAC / AC** | 1 | **{ratios['stac']:.3f}** | {ratios['stac_10_iters']:.3f} |",
+    ]
+    note = f"\n{args.repeats} interleaved repetitions, {args.threads} threads, torch {torch.__version__}.\n"
+    (RESULTS / "bench_update.md").write_text("\n".join(table) + "\n" + note)
+    print(f"wrote {RESULTS}/bench_update.json, .csv and .md")
 
 
 if __name__ == "__main__":

@@ -72,6 +72,9 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"optimizer={cfg.optimizer!r}: choose 'sgd' or 'adam'.")
     if str(cfg.logger) not in LOGGERS:
         raise ConfigError(f"logger={cfg.logger!r}: choose one of {LOGGERS}.")
+    package = {"tensorboard": "tensorboard", "wandb": "wandb"}.get(cfg.logger)
+    if package and importlib.util.find_spec(package) is None:
+        raise ConfigError(f"logger={cfg.logger} needs {package}: pip install {package}.")
     minibatch = cfg.critic_minibatch_size
     if minibatch is not None and not 1 <= minibatch <= cfg.frames_per_batch:
         raise ConfigError(f"critic_minibatch_size={minibatch} must be in [1, frames_per_batch] or null.")

@@ -73,6 +73,23 @@ def test_multiprocess_envs_give_batched_rows(tmp_path):
     assert summary["frames"] == 200
 
 
+def test_minibatch_critic_uses_the_replay_buffer(tmp_path, monkeypatch):
+    import common
+
+    sampled = []
+    original = common.ReplayBuffer.sample
+
+    def spy(self, *args, **kwargs):
+        batch = original(self, *args, **kwargs)
+        sampled.append(batch.shape)
+        return batch
+
+    monkeypatch.setattr(common.ReplayBuffer, "sample", spy)
+    cfg = config("config_cartpole", ["total_frames=200", "frames_per_batch=100", "critic_minibatch_size=25", *TINY])
+    train(cfg, tmp_path)
+    assert sampled == [torch.Size([25])] * 4  # 2 iterations × critic_steps=2
+
+
 @pytest.mark.parametrize("name,algo", [("config_cartpole", "stac"), ("config_mujoco", "ac")])
 def test_resume_reproduces_an_uninterrupted_run(tmp_path, name, algo):
     common = [f"algo={algo}", "frames_per_batch=100", "eval_interval=100", "checkpoint_interval=100", *TINY]
