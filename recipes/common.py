@@ -296,6 +296,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     recent_returns: list[float] = []
     last_eval: list[float] = []
     phase = defaultdict(float)
+    phase_totals = defaultdict(float)
     start_wall = time.perf_counter()
     next_eval = (counters["frames"] // cfg.eval_interval + 1) * cfg.eval_interval
     next_checkpoint = (counters["frames"] // cfg.checkpoint_interval + 1) * cfg.checkpoint_interval
@@ -315,6 +316,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             metrics["train/episode_return"] = float(finished.mean())
         for name, seconds in phase.items():
             metrics[f"time/{name}"] = seconds
+            phase_totals[name] += seconds
         if counters["frames"] >= next_eval or counters["frames"] >= cfg.total_frames:
             last_eval = evaluate(actor, eval_env, cfg.eval_episodes, cfg.seed + 10_000 * (1 + counters["evaluations"]))
             counters["evaluations"] += 1
@@ -344,6 +346,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "eval_return_mean": float(np.mean(last_eval)) if last_eval else float("nan"),
         "eval_return_std": float(np.std(last_eval)) if last_eval else float("nan"),
         "checkpoint": str(path),
+        "phase_seconds": dict(phase_totals),
     }
     print(
         f"done: {cfg.algo} on {cfg.env}, seed {cfg.seed}: {counters['frames']} frames in {wall:.1f} s, "

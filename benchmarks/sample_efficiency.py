@@ -1,0 +1,305 @@
+"""The paper's Figure 1 with statistics: STAC vs AC on six settings, k ∈ {1, 80}, several seeds.
+
+    python benchmarks/sample_efficiency.py run --only cartpole_a --seeds 0-4 --jobs 2
+    python benchmarks/sample_efficiency.py aggregate
+
+``run`` trains through the recipes (``recipes/common.train``) and writes one JSON per run under
+``benchmarks/results/sample_efficiency/<cell>/`` (config, seed, evaluation curve, wall time);
+existing files are skipped, so the matrix fills up over several sessions. ``aggregate`` reads
+every file and writes, per (cell, algo, k): final return mean, IQM and 95% bootstrap CI, and the
+area under the evaluation curve; a six-panel PNG in the style of the paper's Figure 1; and
+``benchmarks/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import multiprocessing as mp
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "sample_efficiency"
+
+# cell → (recipe config, overrides, label); budgets sized for a 2-core CPU machine
+CELLS = {
+    "cartpole_a": (
+        "config_cartpole",
+        ["actor_lr=0.1", "critic_lr=0.01", "total_frames=200000"],
+        "CartPole, αθ = 0.1, αw = 0.01",
+    ),
+    "cartpole_b": (
+        "config_cartpole",
+        ["actor_lr=0.05", "critic_lr=0.01", "total_frames=200000"],
+        "CartPole, αθ = 0.05, αw = 0.01",
+    ),
+    "cartpole_c": (
+        "config_cartpole",
+        ["actor_lr=0.05", "critic_lr=0.001", "total_frames=200000"],
+        "CartPole, αθ = 0.05, αw = 0.001",
+    ),
+    "reacher": ("config_mujoco", ["env=Reacher-v4", "total_frames=300000", "eval_interval=20000"], "Reacher-v4"),
+    "hopper": ("config_mujoco", ["env=Hopper-v4", "total_frames=400000", "eval_interval=20000"], "Hopper-v4"),
+    "walker": ("config_mujoco", ["env=Walker2d-v4", "total_frames=400000", "eval_interval=20000"], "Walker2d-v4"),
+}
+ALGOS = ("stac", "ac")
+CRITIC_STEPS = (1, 80)
+
+
+def result_path(cell: str, algo: str, k: int, seed: int) -> Path:
+    return RESULTS / cell / f"{algo}_k{k}_seed{seed}.json"
+
+
+def run_one(job: tuple[str, str, int, int]) -> str:
+    """Train one (cell, algo, k, seed) through the recipe and write its result file."""
+    cell, algo, k, seed = job
+    sys.path.insert(0, str(ROOT / "recipes"))
+    from hydra import compose, initialize_config_dir
+
+    from common import train
+
+    name, overrides, _ = CELLS[cell]
+    overrides = [*overrides, f"algo={algo}", f"critic_steps={k}", f"seed={seed}", "threads=1", "logger=csv"]
+    with initialize_config_dir(config_dir=str(ROOT / "recipes"), version_base="1.3"):
+        cfg = compose(config_name=name, overrides=overrides)
+    with tempfile.TemporaryDirectory() as run_dir:
+        start = time.perf_counter()
+        summary = train(cfg, Path(run_dir))
+        wall = time.perf_counter() - start
+        with open(Path(run_dir) / "logs" / "scalars" / "eval" / "return_mean.csv") as f:
+            curve = [(int(float(frames)), float(value)) for frames, value in csv.reader(f)]
+    from omegaconf import OmegaConf
+
+    record = {
+        "cell": cell,
+        "algo": algo,
+        "critic_steps": k,
+        "seed": seed,
+        "wall_seconds": wall,
+        "frames": summary["frames"],
+        "eval_curve": curve,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    path = result_path(cell, algo, k, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    tmp.replace(path)
+    return f"{cell} {algo} k={k} seed={seed}: final eval {curve[-1][1]:.1f} in {wall:.0f} s"
+
+
+def parse_seeds(text: str) -> list[int]:
+    seeds: list[int] = []
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        seeds.extend(range(int(low), int(high or low) + 1))
+    return seeds
+
+
+def command_run(args) -> None:
+    cells = args.only.split(",") if args.only else list(CELLS)
+    unknown = sorted(set(cells) - set(CELLS))
+    if unknown:
+        sys.exit(f"error: unknown cells {unknown}; choose from {list(CELLS)}")
+    jobs = [
+        (cell, algo, k, seed)
+        for seed in parse_seeds(args.seeds)
+        for cell in cells
+        for k in (int(v) for v in args.k.split(","))
+        for algo in args.algos.split(",")
+        if not result_path(cell, algo, k, seed).exists()
+    ]
+    print(f"{len(jobs)} runs to do with {args.jobs} processes")
+    with mp.get_context("spawn").Pool(args.jobs) as pool:
+        for line in pool.imap_unordered(run_one, jobs):
+            print(line, flush=True)
+
+
+# --------------------------------------------------------------------------- statistics
+def iqm(values: np.ndarray) -> float:
+    """Interquartile mean: the mean of the middle 50% of the values."""
+    values = np.sort(values)
+    n = len(values)
+    low, high = int(np.floor(0.25 * n)), int(np.ceil(0.75 * n))
+    return float(values[low:high].mean()) if high > low else float(values.mean())
+
+
+def bootstrap_ci(values: np.ndarray, statistic=np.mean, resamples: int = 10_000, seed: int = 0):
+    """95% percentile bootstrap confidence interval of ``statistic``."""
+    rng = np.random.default_rng(seed)
+    samples = rng.choice(values, size=(resamples, len(values)), replace=True)
+    stats = np.apply_along_axis(statistic, 1, samples) if statistic is not np.mean else samples.mean(1)
+    return float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5))
+
+
+def load_runs() -> dict[tuple[str, str, int], list[dict]]:
+    groups: dict[tuple[str, str, int], list[dict]] = {}
+    for path in sorted(RESULTS.glob("*/*.json")):
+        record = json.loads(path.read_text())
+        groups.setdefault((record["cell"], record["algo"], record["critic_steps"]), []).append(record)
+    return groups
+
+
+def curves(records: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """Evaluation curves on a common frame grid, shape [seeds, points]."""
+    length = min(len(r["eval_curve"]) for r in records)
+    frames = np.array([f for f, _ in records[0]["eval_curve"][:length]])
+    values = np.array([[v for _, v in r["eval_curve"][:length]] for r in records])
+    return frames, values
+
+
+def summarize(records: list[dict]) -> dict:
+    frames, values = curves(records)
+    final = values[:, -1]
+    auc = np.trapezoid(values, frames, axis=1) / (frames[-1] - frames[0]) if len(frames) > 1 else values[:, 0]
+    return {
+        "seeds": len(records),
+        "frames": int(frames[-1]),
+        "final_mean": float(final.mean()),
+        "final_iqm": iqm(final),
+        "final_ci": bootstrap_ci(final),
+        "auc_mean": float(auc.mean()),
+        "auc_ci": bootstrap_ci(auc),
+        "wall_seconds_mean": float(np.mean([r["wall_seconds"] for r in records])),
+    }
+
+
+def verdict(stac: dict, ac: dict) -> str:
+    """Win / tie / loss on the final return: a win needs the 95% CIs not to overlap."""
+    gap = stac["final_mean"] - ac["final_mean"]
+    if stac["final_ci"][0] > ac["final_ci"][1]:
+        word = "STAC wins"
+    elif stac["final_ci"][1] < ac["final_ci"][0]:
+        word = "STAC loses"
+    else:
+        word = "tie (CIs overlap)"
+    return f"{word}: {gap:+.1f} final return ({stac['final_mean']:.1f} vs {ac['final_mean']:.1f})"
+
+
+def command_aggregate(args) -> None:
+    groups = load_runs()
+    if not groups:
+        sys.exit(f"error: no result files under {RESULTS}; run `sample_efficiency.py run` first")
+    summary = {f"{cell}/{algo}/k{k}": summarize(records) for (cell, algo, k), records in sorted(groups.items())}
+    header = (
+        f"{'cell':<12}{'algo':<6}{'k':>4}{'seeds':>7}{'frames':>9}{'final mean':>12}{'IQM':>9}{'95% CI':>20}{'AUC':>9}"
+    )
+    lines = [header]
+    for key, s in summary.items():
+        cell, algo, k = key.split("/")
+        ci = f"[{s['final_ci'][0]:.1f}, {s['final_ci'][1]:.1f}]"
+        lines.append(
+            f"{cell:<12}{algo:<6}{k[1:]:>4}{s['seeds']:>7}{s['frames']:>9}{s['final_mean']:>12.1f}"
+            f"{s['final_iqm']:>9.1f}{ci:>20}{s['auc_mean']:>9.1f}"
+        )
+    print("\n".join(lines))
+    out = ROOT / "benchmarks" / "results"
+    (out / "sample_efficiency_summary.json").write_text(json.dumps(summary, indent=1))
+    plot(groups, out / "sample_efficiency.png")
+    write_report(summary, ROOT / "benchmarks" / "RESULTS.md")
+    print(f"wrote {out / 'sample_efficiency_summary.json'}, sample_efficiency.png and benchmarks/RESULTS.md")
+
+
+def plot(groups, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    colors = {("stac", 80): "tab:blue", ("stac", 1): "tab:cyan", ("ac", 80): "tab:red", ("ac", 1): "tab:orange"}
+    for ax, (cell, (_, _, label)) in zip(axes.flat, CELLS.items(), strict=True):
+        for (algo, k), color in colors.items():
+            records = groups.get((cell, algo, k))
+            if not records:
+                continue
+            frames, values = curves(records)
+            mean = values.mean(0)
+            band = np.array([bootstrap_ci(values[:, i]) for i in range(values.shape[1])])
+            ax.plot(frames, mean, color=color, label=f"{algo.upper()} k={k} (n={len(records)})")
+            ax.fill_between(frames, band[:, 0], band[:, 1], color=color, alpha=0.2)
+        ax.set_title(label)
+        ax.set_xlabel("frames")
+        ax.set_ylabel("evaluation return")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def write_report(summary: dict, path: Path) -> None:
+    rows = [
+        "| cell | algo | k | seeds | frames | final mean | IQM | 95% CI | AUC |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for key, s in summary.items():
+        cell, algo, k = key.split("/")
+        rows.append(
+            f"| {cell} | {algo} | {k[1:]} | {s['seeds']} | {s['frames']} | {s['final_mean']:.1f} | "
+            f"{s['final_iqm']:.1f} | [{s['final_ci'][0]:.1f}, {s['final_ci'][1]:.1f}] | {s['auc_mean']:.1f} |"
+        )
+    verdicts = []
+    for cell in CELLS:
+        for k in CRITIC_STEPS:
+            stac, ac = summary.get(f"{cell}/stac/k{k}"), summary.get(f"{cell}/ac/k{k}")
+            if stac and ac:
+                verdicts.append(f"- **{cell}, k = {k}** ({stac['seeds']} vs {ac['seeds']} seeds): {verdict(stac, ac)}")
+            else:
+                verdicts.append(f"- **{cell}, k = {k}**: not run yet")
+    complete = all(
+        summary.get(f"{c}/{a}/k{k}", {}).get("seeds", 0) >= 5 for c in CELLS for a in ALGOS for k in CRITIC_STEPS
+    )
+    text = [
+        "# Sample efficiency: STAC vs AC (the paper's Figure 1)",
+        "",
+        "Generated by `python benchmarks/sample_efficiency.py aggregate` from the per-run files in",
+        "`benchmarks/results/sample_efficiency/`; do not edit the numbers by hand.",
+        "",
+        "**Matrix status:** "
+        + (
+            "complete (≥ 5 seeds in every cell)."
+            if complete
+            else "incomplete: cells below with fewer than 5 seeds, or missing, are still to run."
+        ),
+        "",
+        "Final return = last deterministic evaluation; IQM = interquartile mean over seeds; 95% CI =",
+        "percentile bootstrap of the mean final return; AUC = mean evaluation return over training.",
+        "",
+        *rows,
+        "",
+        "## Verdict per cell (final return; a win needs non-overlapping 95% CIs)",
+        "",
+        *verdicts,
+        "",
+        "![learning curves](results/sample_efficiency.png)",
+        "",
+    ]
+    path.write_text("\n".join(text))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="train the missing runs of the selected cells")
+    run.add_argument("--only", default="", help=f"comma-separated cells among {list(CELLS)}")
+    run.add_argument("--seeds", default="0-4", help="e.g. 0-4 or 0,2,5")
+    run.add_argument("--algos", default="stac,ac")
+    run.add_argument("--k", default="1,80", help="critic steps, comma-separated")
+    run.add_argument("--jobs", type=int, default=2, help="parallel runs (one thread each)")
+    sub.add_parser("aggregate", help="statistics, PNG and RESULTS.md from the result files")
+    args = parser.parse_args()
+    if args.command == "run":
+        command_run(args)
+    else:
+        command_aggregate(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""Statistics of benchmarks/sample_efficiency.py on data with known answers."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import sample_efficiency as se  # noqa: E402
+
+
+def test_iqm_drops_the_outer_quartiles():
+    assert se.iqm(np.array([0.0, 1.0, 2.0, 3.0, 100.0, -100.0, 1.5, 2.5])) == pytest.approx(1.75)
+    assert se.iqm(np.array([5.0])) == 5.0
+
+
+def test_bootstrap_ci_covers_the_mean_and_shrinks_with_n():
+    rng = np.random.default_rng(0)
+    small, large = rng.normal(10, 2, 10), rng.normal(10, 2, 1000)
+    low, high = se.bootstrap_ci(small)
+    assert low < small.mean() < high
+    low_l, high_l = se.bootstrap_ci(large)
+    assert high_l - low_l < (high - low) / 5
+    assert low_l < 10 < high_l
+
+
+def test_verdict_needs_separated_intervals():
+    stac = {"final_mean": 400.0, "final_ci": (380.0, 420.0)}
+    assert se.verdict(stac, {"final_mean": 200.0, "final_ci": (150.0, 250.0)}).startswith("STAC wins")
+    assert se.verdict(stac, {"final_mean": 390.0, "final_ci": (350.0, 430.0)}).startswith("tie")
+    assert se.verdict(stac, {"final_mean": 480.0, "final_ci": (470.0, 490.0)}).startswith("STAC loses")
+
+
+def test_aggregate_writes_table_plot_and_report(tmp_path, monkeypatch):
+    results = tmp_path / "results" / "sample_efficiency"
+    monkeypatch.setattr(se, "RESULTS", results)
+    monkeypatch.setattr(se, "ROOT", tmp_path)
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    for algo, level in (("stac", 400.0), ("ac", 100.0)):
+        for seed in range(5):
+            record = {
+                "cell": "cartpole_a",
+                "algo": algo,
+                "critic_steps": 80,
+                "seed": seed,
+                "wall_seconds": 1.0,
+                "frames": 300,
+                "eval_curve": [[100, level / 4], [200, level / 2], [300, level + seed]],
+            }
+            path = se.result_path("cartpole_a", algo, 80, seed)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(record))
+    se.command_aggregate(None)
+    summary = json.loads((tmp_path / "benchmarks" / "results" / "sample_efficiency_summary.json").read_text())
+    assert summary["cartpole_a/stac/k80"]["final_mean"] == pytest.approx(402.0)
+    assert summary["cartpole_a/ac/k80"]["seeds"] == 5
+    report = (tmp_path / "benchmarks" / "RESULTS.md").read_text()
+    assert "**cartpole_a, k = 80** (5 vs 5 seeds): STAC wins: +300.0" in report
+    assert "incomplete" in report and "**hopper, k = 1**: not run yet" in report
+    assert (tmp_path / "benchmarks" / "results" / "sample_efficiency.png").stat().st_size > 10_000
