@@ -230,6 +230,8 @@ def plot(groups, path: Path) -> None:
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "not run yet", ha="center", va="center", transform=ax.transAxes, color="gray")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 

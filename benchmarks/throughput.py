@@ -1,0 +1,161 @@
+"""Is training fast? Rates measured in one run on one machine, compared as ratios.
+
+    python benchmarks/throughput.py [--env Hopper-v4] [--frames 20000] [--num-envs 1]
+
+1. raw gymnasium ``env.step`` rate with random actions (the simulator's practical limit);
+2. the recipe's collection rate: torchrl ``Collector`` over the recipe's env and 64×64 actor;
+3. end-to-end training frames/s of the recipe with ``algo=stac`` and ``algo=ac`` (the recipe's
+   defaults: frames_per_batch 4000, k = 80, 10 CG iterations), with the per-phase breakdown;
+4. Stable-Baselines3 A2C training frames/s on the same env, when stable-baselines3 is installed
+   (``pip install -e ".[bench]"``), with the paper's 64×64 tanh networks.
+
+Writes ``benchmarks/results/throughput.json`` and prints the ratios against the targets
+(STAC ÷ SB3 A2C ≥ 2, collection ÷ raw gymnasium ≥ 0.7).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(ROOT / "recipes"))
+
+
+def raw_gym_rate(env_id: str, steps: int, seed: int = 0) -> float:
+    import gymnasium
+
+    env = gymnasium.make(env_id)
+    env.reset(seed=seed)
+    env.action_space.seed(seed)
+    actions = [env.action_space.sample() for _ in range(steps)]
+    start = time.perf_counter()
+    for action in actions:
+        _, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            env.reset()
+    rate = steps / (time.perf_counter() - start)
+    env.close()
+    return rate
+
+
+def collection_rate(env_id: str, frames: int, num_envs: int) -> float:
+    from torchrl.collectors import Collector
+
+    from common import make_env, make_models
+
+    env = make_env(env_id, num_envs)
+    actor, _ = make_models(make_env(env_id, 1), [64, 64], "cpu")
+    batch = 1000 * num_envs
+    collector = Collector(env, actor, frames_per_batch=batch, total_frames=frames + batch)
+    iterator = iter(collector)
+    next(iterator)  # warm-up batch, not timed
+    start = time.perf_counter()
+    collected = sum(b.numel() for b in iterator)
+    rate = collected / (time.perf_counter() - start)
+    collector.shutdown()
+    return rate
+
+
+def training_rate(env_id: str, algo: str, frames: int, num_envs: int) -> dict:
+    from hydra import compose, initialize_config_dir
+
+    from common import train
+
+    name = "config_cartpole" if env_id.startswith("CartPole") else "config_mujoco"
+    overrides = [
+        f"env={env_id}",
+        f"algo={algo}",
+        f"total_frames={frames}",
+        f"num_envs={num_envs}",
+        "logger=none",
+        f"eval_interval={10 * frames}",
+        f"checkpoint_interval={10 * frames}",
+        "eval_episodes=1",
+    ]
+    with initialize_config_dir(config_dir=str(ROOT / "recipes"), version_base="1.3"):
+        cfg = compose(config_name=name, overrides=overrides)
+    with tempfile.TemporaryDirectory() as run_dir:
+        summary = train(cfg, Path(run_dir))
+    seconds = sum(summary["phase_seconds"].values())
+    return {"frames_per_second": summary["frames"] / seconds, "phase_seconds": summary["phase_seconds"]}
+
+
+def sb3_a2c_rate(env_id: str, frames: int) -> float | None:
+    if importlib.util.find_spec("stable_baselines3") is None:
+        return None
+    from stable_baselines3 import A2C
+
+    model = A2C(
+        "MlpPolicy",
+        env_id,
+        seed=0,
+        device="cpu",
+        policy_kwargs={"net_arch": [64, 64], "activation_fn": torch.nn.Tanh},
+    )
+    start = time.perf_counter()
+    model.learn(total_timesteps=frames)
+    return frames / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", default="Hopper-v4")
+    parser.add_argument("--frames", type=int, default=20_000, help="frames per measurement")
+    parser.add_argument("--num-envs", type=int, default=1)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    raw = raw_gym_rate(args.env, args.frames)
+    collect = collection_rate(args.env, args.frames, args.num_envs)
+    training = {algo: training_rate(args.env, algo, args.frames, args.num_envs) for algo in ("stac", "ac")}
+    sb3 = sb3_a2c_rate(args.env, args.frames)
+    rates = {
+        "raw_gymnasium_steps_per_s": raw,
+        "collection_frames_per_s": collect,
+        "stac_training_frames_per_s": training["stac"]["frames_per_second"],
+        "ac_training_frames_per_s": training["ac"]["frames_per_second"],
+        "sb3_a2c_training_frames_per_s": sb3,
+    }
+    ratios = {
+        "collection_over_raw": collect / raw,
+        "stac_over_sb3_a2c": training["stac"]["frames_per_second"] / sb3 if sb3 else None,
+        "stac_over_ac": training["stac"]["frames_per_second"] / training["ac"]["frames_per_second"],
+    }
+    print(f"{'measurement':<34}{'frames/s':>12}")
+    for name, value in rates.items():
+        print(f"{name:<34}{'not installed' if value is None else f'{value:.0f}':>12}")
+    for algo, result in training.items():
+        breakdown = ", ".join(f"{k} {v:.1f} s" for k, v in result["phase_seconds"].items())
+        print(f"{algo} phases: {breakdown}")
+    print(f"collection / raw gymnasium: {ratios['collection_over_raw']:.2f} (target >= 0.7)")
+    if sb3:
+        print(f"STAC training / SB3 A2C: {ratios['stac_over_sb3_a2c']:.2f} (target >= 2)")
+    else:
+        print('STAC training / SB3 A2C: stable-baselines3 not installed (pip install -e ".[bench]")')
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    record = {
+        "env": args.env,
+        "frames": args.frames,
+        "num_envs": args.num_envs,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "torch": torch.__version__,
+        "rates": rates,
+        "ratios": ratios,
+        "phase_seconds": {algo: r["phase_seconds"] for algo, r in training.items()},
+    }
+    (RESULTS / "throughput.json").write_text(json.dumps(record, indent=2, default=float))
+    print(f"wrote {RESULTS / 'throughput.json'}")
+
+
+if __name__ == "__main__":
+    main()
