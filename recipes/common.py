@@ -12,13 +12,16 @@ import importlib.util
 import math
 import os
 import random
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import hydra
 import numpy as np
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tensordict import TensorDictBase
 from tensordict.nn import NormalParamExtractor, TensorDictModule
@@ -395,3 +398,16 @@ def update(batch, actor_loss, critic_loss, hook, actor_opt, critic_opt, cfg, rb,
     actor_opt.step()
     phase["actor"] += time.perf_counter() - tic
     return metrics
+
+
+def hydra_entry_point(config_name: str):
+    """The recipes' ``main``: Hydra config from ``recipes/<config_name>.yaml``, one-line errors."""
+
+    @hydra.main(config_path=str(Path(__file__).resolve().parent), config_name=config_name, version_base="1.3")
+    def main(cfg: DictConfig) -> None:
+        try:
+            train(cfg, Path(HydraConfig.get().runtime.output_dir))
+        except ConfigError as error:
+            sys.exit(f"error: {error}")
+
+    return main

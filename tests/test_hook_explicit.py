@@ -25,12 +25,7 @@ from torchrl_stac import CriticLoss, ImplicitGradientHook, StackelbergActorLoss
 GAMMA = 0.9
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def build(actor_kind, critic_kind, batch_shape, *, near_fit=False, normalize=False, seed=0):

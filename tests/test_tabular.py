@@ -26,12 +26,7 @@ EPISODES, HORIZON = 40_000, 60
 Z = 4.0  # agreement within Z standard errors, per parameter
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 class Mdp:
@@ -204,18 +199,22 @@ def hook_correction(actor, actor_loss, critic_loss, td, **options):
     return actor.module[0].module.weight.grad.reshape(-1).clone()
 
 
+def sampled(seed: int):
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    mdp = Mdp(seed=seed)
+    yield mdp, *sample_episodes(mdp, seed=seed + 1)
+    torch.set_default_dtype(previous)
+
+
 @pytest.fixture(scope="module")
 def episodes_v():
-    torch.set_default_dtype(torch.float64)
-    mdp = Mdp(seed=2)
-    return mdp, *sample_episodes(mdp, seed=3)
+    yield from sampled(2)
 
 
 @pytest.fixture(scope="module")
 def episodes_q():
-    torch.set_default_dtype(torch.float64)
-    mdp = Mdp(seed=4)
-    return mdp, *sample_episodes(mdp, seed=5)
+    yield from sampled(4)
 
 
 def critic_solution(features: torch.Tensor, lam: float = 1.0) -> torch.Tensor:
@@ -249,9 +248,8 @@ def assert_within_standard_errors(estimate, target, per_episode_terms, scale):
     assert target.norm() > 10 * se.norm(), "target not resolved: the test would be toothless"
 
 
-@pytest.mark.parametrize("psi", ["return", "advantage"])
-def test_v_critic_every_visited_state_estimator(episodes_v, psi):
-    mdp, td, episode, steps = episodes_v
+def v_critic_correction(mdp: Mdp, td: TensorDict, **options):
+    """The hook's correction with the linear V critic, Ψ = G − V_w(s) as the advantage."""
     actor, critic = make_players(mdp, "v")
     s, a = td["observation"].argmax(-1), td["action"].argmax(-1)
     with torch.no_grad():
@@ -259,7 +257,13 @@ def test_v_critic_every_visited_state_estimator(episodes_v, psi):
     G = td["value_target"].squeeze(-1)
     td["advantage"] = (G - v_w).unsqueeze(-1)  # Ψ = G − V_w: a state baseline
     critic_loss, actor_loss = CriticLoss(critic), StackelbergActorLoss(actor, critic)
-    estimate = hook_correction(actor, actor_loss, critic_loss, td, psi=psi)
+    return s, a, G, v_w, hook_correction(actor, actor_loss, critic_loss, td, **options)
+
+
+@pytest.mark.parametrize("psi", ["return", "advantage"])
+def test_v_critic_every_visited_state_estimator(episodes_v, psi):
+    mdp, td, episode, steps = episodes_v
+    s, a, G, v_w, estimate = v_critic_correction(mdp, td, psi=psi)
 
     n = td.shape[0]
     c_state = mdp.phi @ critic_solution(mdp.phi[s])  # c(s) = ∇_w V_w(s) · x
@@ -274,14 +278,7 @@ def test_v_critic_every_visited_state_estimator(episodes_v, psi):
 @pytest.mark.parametrize("psi", ["return", "advantage"])
 def test_v_critic_initial_state_estimator_is_proposition_1(episodes_v, psi):
     mdp, td, episode, steps = episodes_v
-    actor, critic = make_players(mdp, "v")
-    s, a = td["observation"].argmax(-1), td["action"].argmax(-1)
-    with torch.no_grad():
-        v_w = critic(td.select("observation"))["state_value"].squeeze(-1)
-    G = td["value_target"].squeeze(-1)
-    td["advantage"] = (G - v_w).unsqueeze(-1)
-    critic_loss, actor_loss = CriticLoss(critic), StackelbergActorLoss(actor, critic)
-    estimate = hook_correction(actor, actor_loss, critic_loss, td, psi=psi, start_states="initial")
+    s, a, G, v_w, estimate = v_critic_correction(mdp, td, psi=psi, start_states="initial")
 
     n = td.shape[0]
     x = critic_solution(mdp.phi[s])

@@ -45,7 +45,34 @@ def check_finite(value: torch.Tensor, what: str) -> None:
         )
 
 
-class CriticLoss(LossModule):
+class _OnPolicyLoss(LossModule):
+    """Shared value-estimator wiring: TD(0), TD(1), TD(λ) or GAE on the critic, keys forwarded."""
+
+    SUPPORTED_VALUE_ESTIMATORS = (
+        ValueEstimators.TD0,
+        ValueEstimators.TD1,
+        ValueEstimators.TDLambda,
+        ValueEstimators.GAE,
+    )
+
+    def make_value_estimator(self, value_type: ValueEstimators | None = None, **hyperparams):
+        value_type, hp = self._prepare_value_estimator_kwargs(value_type, **hyperparams)
+        if value_type is None:
+            return self
+        dispatch_value_estimator(
+            self,
+            value_type,
+            supported=self.SUPPORTED_VALUE_ESTIMATORS,
+            tensor_keys={
+                name: getattr(self.tensor_keys, name)
+                for name in ("advantage", "value", "value_target", "reward", "done", "terminated")
+            },
+            **hp,
+        )
+        return self
+
+
+class CriticLoss(_OnPolicyLoss):
     """Squared-error loss of the follower: ``L(w) = (1/N) Σ_t (V_w(s_t) − G_t)²``.
 
     ``N`` counts every step of the batch (shape ``[N]`` or ``[B, T]``). The critic is a state-value
@@ -80,12 +107,6 @@ class CriticLoss(LossModule):
     default_keys = _AcceptedKeys
     tensor_keys: _AcceptedKeys
     default_value_estimator = ValueEstimators.TD1
-    SUPPORTED_VALUE_ESTIMATORS = (
-        ValueEstimators.TD0,
-        ValueEstimators.TD1,
-        ValueEstimators.TDLambda,
-        ValueEstimators.GAE,
-    )
 
     def __init__(self, value_network: TensorDictModule, *, critic_type: CriticType | None = None):
         super().__init__()
@@ -136,24 +157,8 @@ class CriticLoss(LossModule):
         check_finite(loss, "loss_critic")
         return TensorDict({"loss_critic": loss}, batch_size=[])
 
-    def make_value_estimator(self, value_type: ValueEstimators | None = None, **hyperparams):
-        value_type, hp = self._prepare_value_estimator_kwargs(value_type, **hyperparams)
-        if value_type is None:
-            return self
-        dispatch_value_estimator(
-            self,
-            value_type,
-            supported=self.SUPPORTED_VALUE_ESTIMATORS,
-            tensor_keys={
-                name: getattr(self.tensor_keys, name)
-                for name in ("advantage", "value", "value_target", "reward", "done", "terminated")
-            },
-            **hp,
-        )
-        return self
 
-
-class StackelbergActorLoss(LossModule):
+class StackelbergActorLoss(_OnPolicyLoss):
     """Policy-gradient loss of the leader: ``loss_objective = −(1/N) Σ_t log π_θ(a_t|s_t) Â_t / σ``.
 
     Its gradient is −∂J/∂θ, the partial derivative; :class:`~torchrl_stac.ImplicitGradientHook`
@@ -202,12 +207,6 @@ class StackelbergActorLoss(LossModule):
     default_keys = _AcceptedKeys
     tensor_keys: _AcceptedKeys
     default_value_estimator = ValueEstimators.GAE
-    SUPPORTED_VALUE_ESTIMATORS = (
-        ValueEstimators.TD0,
-        ValueEstimators.TD1,
-        ValueEstimators.TDLambda,
-        ValueEstimators.GAE,
-    )
 
     def __init__(
         self,
@@ -309,19 +308,3 @@ class StackelbergActorLoss(LossModule):
         except NotImplementedError:  # e.g. TanhNormal: one-sample Monte-Carlo estimate
             sample = dist.rsample()
             return -self._log_prob(dist, sample, tensordict).mean()
-
-    def make_value_estimator(self, value_type: ValueEstimators | None = None, **hyperparams):
-        value_type, hp = self._prepare_value_estimator_kwargs(value_type, **hyperparams)
-        if value_type is None:
-            return self
-        dispatch_value_estimator(
-            self,
-            value_type,
-            supported=self.SUPPORTED_VALUE_ESTIMATORS,
-            tensor_keys={
-                name: getattr(self.tensor_keys, name)
-                for name in ("advantage", "value", "value_target", "reward", "done", "terminated")
-            },
-            **hp,
-        )
-        return self
