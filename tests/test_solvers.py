@@ -98,6 +98,8 @@ def test_cg_reports_iterations_residual_and_warm_start():
         return float((x - exact) @ A @ (x - exact))
 
     assert energy_error(resumed.solution) < energy_error(short.solution)
+    bad_start = conjugate_gradient(lambda v: A @ v, b, max_iter=3, x0=1e6 * torch.randn(20))
+    torch.testing.assert_close(bad_start.solution, short.solution)  # a useless warm start is dropped
     converged = conjugate_gradient(lambda v: A @ v, b, max_iter=100, tol=1e-8)
     assert converged.iterations <= 20 and converged.relative_residual <= 1e-8
 

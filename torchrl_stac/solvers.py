@@ -51,7 +51,8 @@ def conjugate_gradient(
         b: right-hand side, 1-D.
         max_iter: iteration cap (each iteration costs one ``matvec``).
         tol: relative residual tolerance.
-        x0: warm start (e.g. the previous update's solution); zeros if ``None``.
+        x0: warm start (e.g. the previous update's solution); zeros if ``None``, or if the warm
+            start's residual is no smaller than ‖b‖ (it would be worse than starting from zero).
     """
     if max_iter < 1:
         raise ValueError(f"max_iter must be >= 1, got {max_iter}.")
@@ -60,14 +61,13 @@ def conjugate_gradient(
     b_norm = torch.linalg.vector_norm(b)
     if b_norm == 0:
         return SolveResult(torch.zeros_like(b), 0, 0.0, False)
-    if x0 is None:
-        x = torch.zeros_like(b)
-        r = b.clone()
-    else:
+    x, r = torch.zeros_like(b), b.clone()
+    if x0 is not None:
         if x0.shape != b.shape:
             raise ValueError(f"x0 has shape {tuple(x0.shape)}, b has {tuple(b.shape)}.")
-        x = x0.clone()
-        r = b - matvec(x)
+        warm_residual = b - matvec(x0)
+        if torch.linalg.vector_norm(warm_residual) < b_norm:  # keep a warm start only if it beats zero
+            x, r = x0.clone(), warm_residual
     p = r.clone()
     rr = r.dot(r)
     iterations = 0
