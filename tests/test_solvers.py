@@ -104,6 +104,27 @@ def test_cg_reports_iterations_residual_and_warm_start():
     assert converged.iterations <= 20 and converged.relative_residual <= 1e-8
 
 
+def test_cg_returns_its_best_iterate():
+    """CG's residual norm is not monotone: on this ill-conditioned SPD system it jumps up after
+    iteration 2, and the iterate with the smallest residual is the one returned."""
+    torch.manual_seed(27)
+    Q = torch.linalg.qr(torch.randn(8, 8))[0]
+    A = Q @ torch.diag(torch.logspace(-3, 3, 8)) @ Q.T
+    b = torch.randn(8)
+    x, r = torch.zeros(8), b.clone()  # textbook CG, for reference
+    p, rr, plain = r.clone(), r @ r, []
+    for _ in range(3):
+        ap = A @ p
+        alpha = rr / (p @ ap)
+        x, r = x + alpha * p, r - alpha * ap
+        p, rr = r + (r @ r) / rr * p, r @ r
+        plain.append((x, float(torch.linalg.vector_norm(A @ x - b))))
+    assert plain[2][1] > plain[1][1]  # the residual grew at iteration 3
+    result = conjugate_gradient(lambda v: A @ v, b, max_iter=3, tol=0.0)
+    torch.testing.assert_close(result.solution, plain[1][0])
+    assert result.relative_residual == pytest.approx(plain[1][1] / float(torch.linalg.vector_norm(b)), rel=1e-6)
+
+
 def test_nonpositive_curvature_is_flagged():
     A = torch.diag(torch.tensor([2.0, 1.0, -3.0]))
     b = torch.tensor([1.0, 1.0, 1.0])

@@ -44,7 +44,8 @@ def conjugate_gradient(
     """Solve ``A x = b`` for symmetric ``A`` given only ``v ↦ A v``.
 
     Stops after ``max_iter`` iterations, when ``‖r‖ ≤ tol ‖b‖``, or on a direction with
-    non-positive curvature (then ``x`` is the last iterate and the flag is set).
+    non-positive curvature (the flag is then set). Returns the iterate with the smallest residual:
+    in float32 on a nearly singular system the residual of late iterates can grow.
 
     Args:
         matvec: ``v ↦ A v`` on flat vectors.
@@ -70,6 +71,7 @@ def conjugate_gradient(
             x, r = x0.clone(), warm_residual
     p = r.clone()
     rr = r.dot(r)
+    best_x, best_rr = x, rr
     iterations = 0
     nonpositive = False
     for _ in range(max_iter):
@@ -87,7 +89,9 @@ def conjugate_gradient(
         rr_new = r.dot(r)
         p = r + (rr_new / rr) * p
         rr = rr_new
-    return SolveResult(x, iterations, float(rr.sqrt() / b_norm), nonpositive)
+        if rr < best_rr:
+            best_x, best_rr = x, rr
+    return SolveResult(best_x, iterations, float(best_rr.sqrt() / b_norm), nonpositive)
 
 
 def dense_solve(matrix: torch.Tensor, b: torch.Tensor) -> SolveResult:
