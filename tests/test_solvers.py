@@ -137,6 +137,11 @@ def test_nonpositive_curvature_is_flagged():
     assert not dense_solve(torch.diag(torch.tensor([2.0, 1.0, 3.0])), b).nonpositive_curvature
 
 
+def test_non_finite_operator_gives_a_non_finite_solution():
+    result = conjugate_gradient(lambda v: v * float("nan"), torch.ones(3))
+    assert torch.isnan(result.solution).all()
+
+
 def test_solver_argument_checks():
     with pytest.raises(ValueError, match="max_iter"):
         conjugate_gradient(lambda v: v, torch.ones(2), max_iter=0)

@@ -45,7 +45,8 @@ def conjugate_gradient(
 
     Stops after ``max_iter`` iterations, when ``‖r‖ ≤ tol ‖b‖``, or on a direction with
     non-positive curvature (the flag is then set). Returns the iterate with the smallest residual:
-    in float32 on a nearly singular system the residual of late iterates can grow.
+    in float32 on a nearly singular system the residual of late iterates can grow. If ``matvec``
+    produces non-finite values the solution is NaN, for the caller to reject.
 
     Args:
         matvec: ``v ↦ A v`` on flat vectors.
@@ -79,6 +80,8 @@ def conjugate_gradient(
             break
         ap = matvec(p)
         curvature = p.dot(ap)
+        if not torch.isfinite(curvature):  # report it, never hide it behind an earlier iterate
+            return SolveResult(torch.full_like(b, float("nan")), iterations, float("nan"), nonpositive)
         if curvature <= 0:
             nonpositive = True
             break
