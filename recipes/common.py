@@ -55,8 +55,8 @@ class ConfigError(ValueError):
 
 
 # --------------------------------------------------------------------------- config checks
-def check_config(cfg: DictConfig) -> None:
-    """Reject bad input before anything is built."""
+def check_config(cfg: DictConfig) -> dict[str, Any] | None:
+    """Reject bad input before anything is built; returns the checkpoint to resume from, if any."""
     if cfg.algo not in ("stac", "ac"):
         raise ConfigError(f"algo={cfg.algo!r}: choose 'stac' or 'ac'.")
     for name in ("critic_steps", "frames_per_batch", "total_frames", "num_envs"):
@@ -82,8 +82,7 @@ def check_config(cfg: DictConfig) -> None:
     if minibatch is not None and not 1 <= minibatch <= cfg.frames_per_batch:
         raise ConfigError(f"critic_minibatch_size={minibatch} must be in [1, frames_per_batch] or null.")
     check_env_id(cfg.env)
-    if cfg.resume:
-        load_checkpoint_for(cfg)  # raises on a missing file or another env
+    return load_checkpoint_for(cfg) if cfg.resume else None  # raises on a missing file or another env
 
 
 def check_env_id(env_id: str) -> None:
@@ -223,7 +222,7 @@ def episode_returns(batch: TensorDictBase) -> torch.Tensor:
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Run the configured training; returns a summary. ``run_dir`` receives logs and checkpoints."""
-    check_config(cfg)
+    resume_state = check_config(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -237,8 +236,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     actor_opt = make_optimizer(cfg.optimizer, actor.parameters(), cfg.actor_lr)
     critic_opt = make_optimizer(cfg.optimizer, critic.parameters(), cfg.critic_lr)
     counters = {"frames": 0, "iterations": 0, "evaluations": 0}
-    if cfg.resume:
-        state = load_checkpoint_for(cfg)
+    if resume_state is not None:
+        state = resume_state
         actor.load_state_dict(state["actor"])
         critic.load_state_dict(state["critic"])
         actor_opt.load_state_dict(state["actor_optimizer"])

@@ -179,8 +179,9 @@ class ImplicitGradientHook:
             return self._skip("the Hessian solve (H + λI)⁻¹ ∂J/∂w", partial, lam, result)
 
         c = critic_jvp(result.solution).detach()
-        weights = self._surrogate_weights(tensordict, c, prediction.detach(), target)
         advantage = self.actor_loss.advantage(tensordict)
+        psi = advantage if self.psi == "advantage" else target
+        weights = self._surrogate_weights(tensordict, c, psi, prediction.detach(), target)
         sigma = self.actor_loss.advantage_scale(advantage)
         surrogate = (self.actor_loss.log_prob(tensordict) * weights).sum() / prediction.numel()
         grads = torch.autograd.grad(surrogate, self.actor_params, materialize_grads=True)
@@ -219,15 +220,14 @@ class ImplicitGradientHook:
         return conjugate_gradient(matvec, rhs, max_iter=self.max_iter, tol=self.tol, x0=x0)
 
     def _surrogate_weights(
-        self, td: TensorDictBase, c: torch.Tensor, prediction: torch.Tensor, target: torch.Tensor
+        self, td: TensorDictBase, c: torch.Tensor, psi: torch.Tensor, prediction: torch.Tensor, target: torch.Tensor
     ) -> torch.Tensor:
-        """Per-step weights ω_t with ``M x = (1/N) Σ_t ∇_θ log π(a_t|s_t) ω_t``."""
+        """Per-step weights ω_t with ``M x = (1/N) Σ_t ∇_θ log π(a_t|s_t) ω_t``, all of shape [*B]."""
         starts = segment_starts(td, done_key=self.done_key, traj_key=self.traj_key)
         if self.start_states == "initial":
             initial = episode_starts(td, done_key=self.done_key)
             c = c * initial
             starts = starts | initial
-        psi = self.actor_loss.advantage(td) if self.psi == "advantage" else target
         cumulative = discounted_forward_cumsum(c, starts, self.gamma)
         if self.critic_loss.critic_type == "v":
             return -2.0 * psi * cumulative
