@@ -250,12 +250,15 @@ class StackelbergActorLoss(_OnPolicyLoss):
             raise KeyError(f"the actor needs {missing}, absent from the batch.")
         return self.actor_network.get_dist(tensordict.select(*self.actor_network.in_keys).copy())
 
-    def log_prob(self, tensordict: TensorDictBase) -> torch.Tensor:
-        """log π_θ(a_t|s_t) of the stored actions, shape ``[*B]``, differentiable in θ."""
+    def _stored_action(self, tensordict: TensorDictBase) -> torch.Tensor:
         action = require(tensordict, self.tensor_keys.action, "The actor loss needs the actions taken.")
         if action.requires_grad:
             raise RuntimeError(f"the stored {self.tensor_keys.action!r} requires grad; detach it.")
-        return self._log_prob(self._distribution(tensordict), action, tensordict)
+        return action
+
+    def log_prob(self, tensordict: TensorDictBase) -> torch.Tensor:
+        """log π_θ(a_t|s_t) of the stored actions, shape ``[*B]``, differentiable in θ."""
+        return self._log_prob(self._distribution(tensordict), self._stored_action(tensordict), tensordict)
 
     @staticmethod
     def _log_prob(dist, action: torch.Tensor, tensordict: TensorDictBase) -> torch.Tensor:
@@ -288,8 +291,7 @@ class StackelbergActorLoss(_OnPolicyLoss):
         if self.normalize_advantage:
             advantage = advantage - advantage.mean()
         dist = self._distribution(tensordict)
-        action = tensordict.get(self.tensor_keys.action)
-        log_prob = self._log_prob(dist, action, tensordict)
+        log_prob = self._log_prob(dist, self._stored_action(tensordict), tensordict)
         loss = -(log_prob * advantage).mean() / scale
         check_finite(loss, "loss_objective")
         out = TensorDict({"loss_objective": loss}, batch_size=[])
