@@ -170,16 +170,17 @@ def summarize(records: list[dict]) -> dict:
     }
 
 
-def verdict(stac: dict, ac: dict) -> str:
-    """Win / tie / loss on the final return: a win needs the 95% CIs not to overlap."""
-    gap = stac["final_mean"] - ac["final_mean"]
-    if stac["final_ci"][0] > ac["final_ci"][1]:
+def verdict(stac: dict, ac: dict, metric: str = "final") -> str:
+    """Win / tie / loss on ``final`` return or ``auc``: a win needs the 95% CIs not to overlap."""
+    mean, ci = stac[f"{metric}_mean"], stac[f"{metric}_ci"]
+    other_mean, other_ci = ac[f"{metric}_mean"], ac[f"{metric}_ci"]
+    if ci[0] > other_ci[1]:
         word = "STAC wins"
-    elif stac["final_ci"][1] < ac["final_ci"][0]:
+    elif ci[1] < other_ci[0]:
         word = "STAC loses"
     else:
         word = "tie (CIs overlap)"
-    return f"{word}: {gap:+.1f} final return ({stac['final_mean']:.1f} vs {ac['final_mean']:.1f})"
+    return f"{word}: {mean - other_mean:+.1f} ({mean:.1f} vs {other_mean:.1f})"
 
 
 def command_aggregate(args) -> None:
@@ -208,6 +209,7 @@ def command_aggregate(args) -> None:
 
 def plot(groups, path: Path) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -230,6 +232,7 @@ def plot(groups, path: Path) -> None:
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:.0f}k"))
         else:
             ax.text(0.5, 0.5, "not run yet", ha="center", va="center", transform=ax.transAxes, color="gray")
     fig.tight_layout()
@@ -252,7 +255,10 @@ def write_report(summary: dict, path: Path) -> None:
         for k in CRITIC_STEPS:
             stac, ac = summary.get(f"{cell}/stac/k{k}"), summary.get(f"{cell}/ac/k{k}")
             if stac and ac:
-                verdicts.append(f"- **{cell}, k = {k}** ({stac['seeds']} vs {ac['seeds']} seeds): {verdict(stac, ac)}")
+                verdicts.append(
+                    f"- **{cell}, k = {k}** ({stac['seeds']} vs {ac['seeds']} seeds): final return "
+                    f"{verdict(stac, ac)}; area under the curve {verdict(stac, ac, 'auc')}"
+                )
             else:
                 verdicts.append(f"- **{cell}, k = {k}**: not run yet")
     complete = all(
@@ -276,7 +282,7 @@ def write_report(summary: dict, path: Path) -> None:
         "",
         *rows,
         "",
-        "## Verdict per cell (final return; a win needs non-overlapping 95% CIs)",
+        "## Verdict per cell (a win needs non-overlapping 95% bootstrap CIs)",
         "",
         *verdicts,
         "",

@@ -30,10 +30,11 @@ def test_bootstrap_ci_covers_the_mean_and_shrinks_with_n():
 
 
 def test_verdict_needs_separated_intervals():
-    stac = {"final_mean": 400.0, "final_ci": (380.0, 420.0)}
+    stac = {"final_mean": 400.0, "final_ci": (380.0, 420.0), "auc_mean": 300.0, "auc_ci": (290.0, 310.0)}
     assert se.verdict(stac, {"final_mean": 200.0, "final_ci": (150.0, 250.0)}).startswith("STAC wins")
     assert se.verdict(stac, {"final_mean": 390.0, "final_ci": (350.0, 430.0)}).startswith("tie")
     assert se.verdict(stac, {"final_mean": 480.0, "final_ci": (470.0, 490.0)}).startswith("STAC loses")
+    assert se.verdict(stac, {"auc_mean": 100.0, "auc_ci": (90.0, 110.0)}, "auc") == "STAC wins: +200.0 (300.0 vs 100.0)"
 
 
 def test_aggregate_writes_table_plot_and_report(tmp_path, monkeypatch):
@@ -60,6 +61,6 @@ def test_aggregate_writes_table_plot_and_report(tmp_path, monkeypatch):
     assert summary["cartpole_a/stac/k80"]["final_mean"] == pytest.approx(402.0)
     assert summary["cartpole_a/ac/k80"]["seeds"] == 5
     report = (tmp_path / "benchmarks" / "RESULTS.md").read_text()
-    assert "**cartpole_a, k = 80** (5 vs 5 seeds): STAC wins: +300.0" in report
+    assert "**cartpole_a, k = 80** (5 vs 5 seeds): final return STAC wins: +300.0" in report
     assert "incomplete" in report and "**hopper, k = 1**: not run yet" in report
     assert (tmp_path / "benchmarks" / "results" / "sample_efficiency.png").stat().st_size > 10_000
