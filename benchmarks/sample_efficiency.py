@@ -50,6 +50,7 @@ CELLS = {
 }
 ALGOS = ("stac", "ac")
 CRITIC_STEPS = (1, 80)
+MIN_SEEDS_FOR_VERDICT = 3  # fewer seeds give degenerate bootstrap intervals
 
 
 def result_path(cell: str, algo: str, k: int, seed: int) -> Path:
@@ -254,7 +255,12 @@ def write_report(summary: dict, path: Path) -> None:
     for cell in CELLS:
         for k in CRITIC_STEPS:
             stac, ac = summary.get(f"{cell}/stac/k{k}"), summary.get(f"{cell}/ac/k{k}")
-            if stac and ac:
+            if stac and ac and min(stac["seeds"], ac["seeds"]) < MIN_SEEDS_FOR_VERDICT:
+                verdicts.append(
+                    f"- **{cell}, k = {k}** ({stac['seeds']} vs {ac['seeds']} seeds): too few seeds for a verdict "
+                    f"(needs {MIN_SEEDS_FOR_VERDICT} each)"
+                )
+            elif stac and ac:
                 verdicts.append(
                     f"- **{cell}, k = {k}** ({stac['seeds']} vs {ac['seeds']} seeds): final return "
                     f"{verdict(stac, ac)}; area under the curve {verdict(stac, ac, 'auc')}"

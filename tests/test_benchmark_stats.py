@@ -42,8 +42,9 @@ def test_aggregate_writes_table_plot_and_report(tmp_path, monkeypatch):
     monkeypatch.setattr(se, "RESULTS", results)
     monkeypatch.setattr(se, "ROOT", tmp_path)
     (tmp_path / "benchmarks" / "results").mkdir(parents=True)
-    for algo, level in (("stac", 400.0), ("ac", 100.0)):
-        for seed in range(5):
+    runs = (("stac", 400.0, 80, 5), ("ac", 100.0, 80, 5), ("stac", 400.0, 1, 1), ("ac", 9.0, 1, 1))
+    for algo, level, k, seeds in runs:
+        for seed in range(seeds):
             record = {
                 "cell": "cartpole_a",
                 "algo": algo,
@@ -53,7 +54,7 @@ def test_aggregate_writes_table_plot_and_report(tmp_path, monkeypatch):
                 "frames": 300,
                 "eval_curve": [[100, level / 4], [200, level / 2], [300, level + seed]],
             }
-            path = se.result_path("cartpole_a", algo, 80, seed)
+            path = se.result_path("cartpole_a", algo, k, seed)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(record))
     se.command_aggregate(None)
@@ -62,5 +63,6 @@ def test_aggregate_writes_table_plot_and_report(tmp_path, monkeypatch):
     assert summary["cartpole_a/ac/k80"]["seeds"] == 5
     report = (tmp_path / "benchmarks" / "RESULTS.md").read_text()
     assert "**cartpole_a, k = 80** (5 vs 5 seeds): final return STAC wins: +300.0" in report
+    assert "**cartpole_a, k = 1** (1 vs 1 seeds): too few seeds for a verdict" in report
     assert "incomplete" in report and "**hopper, k = 1**: not run yet" in report
     assert (tmp_path / "benchmarks" / "results" / "sample_efficiency.png").stat().st_size > 10_000
