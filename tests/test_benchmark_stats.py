@@ -48,7 +48,7 @@ def test_aggregate_writes_table_plot_and_report(tmp_path, monkeypatch):
             record = {
                 "cell": "cartpole_a",
                 "algo": algo,
-                "critic_steps": 80,
+                "critic_steps": k,
                 "seed": seed,
                 "wall_seconds": 1.0,
                 "frames": 300,
