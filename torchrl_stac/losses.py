@@ -261,12 +261,15 @@ class StackelbergActorLoss(_OnPolicyLoss):
         return self._log_prob(self._distribution(tensordict), self._stored_action(tensordict), tensordict)
 
     @staticmethod
-    def _log_prob(dist, action: torch.Tensor, tensordict: TensorDictBase) -> torch.Tensor:
-        """Log-probability per step, summed over action dimensions for factorised distributions."""
-        log_prob = dist.log_prob(action)
-        if log_prob.ndim > tensordict.batch_dims and log_prob.shape[: tensordict.batch_dims] == tensordict.batch_size:
-            log_prob = log_prob.flatten(tensordict.batch_dims).sum(-1)
-        return as_batch(log_prob, tensordict, "log_prob")
+    def _per_step(value: torch.Tensor, tensordict: TensorDictBase, name: str) -> torch.Tensor:
+        """``[*B]`` values, summed over action dimensions for factorised distributions."""
+        if value.ndim > tensordict.batch_dims and value.shape[: tensordict.batch_dims] == tensordict.batch_size:
+            value = value.flatten(tensordict.batch_dims).sum(-1)
+        return as_batch(value, tensordict, name)
+
+    def _log_prob(self, dist, action: torch.Tensor, tensordict: TensorDictBase) -> torch.Tensor:
+        """Log-probability per step, shape ``[*B]``."""
+        return self._per_step(dist.log_prob(action), tensordict, "log_prob")
 
     def advantage(self, tensordict: TensorDictBase) -> torch.Tensor:
         """Raw advantages Â, shape ``[*B]``; computed in place by the value estimator if absent."""
@@ -303,10 +306,7 @@ class StackelbergActorLoss(_OnPolicyLoss):
 
     def _entropy(self, dist: torch.distributions.Distribution, tensordict: TensorDictBase) -> torch.Tensor:
         try:
-            entropy = dist.entropy()
-            if entropy.ndim > tensordict.batch_dims:
-                entropy = entropy.flatten(tensordict.batch_dims).sum(-1)
-            return entropy.mean()
+            return self._per_step(dist.entropy(), tensordict, "entropy").mean()
         except NotImplementedError:  # e.g. TanhNormal: one-sample Monte-Carlo estimate
             sample = dist.rsample()
             return -self._log_prob(dist, sample, tensordict).mean()
