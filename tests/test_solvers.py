@@ -15,6 +15,7 @@ from torchrl_stac import (
     explicit_matrix,
     gauss_newton_hvp,
     jvp,
+    solve_regularized,
     vjp,
 )
 
@@ -79,6 +80,9 @@ def test_cg_and_dense_match_linalg_solve(critic_problem, lam):
     dense = dense_solve(A, b)
     torch.testing.assert_close(dense.solution, reference)
     assert dense.relative_residual < 1e-10 and not dense.nonpositive_curvature
+    for solver in ("cg", "dense"):  # the same system from H's products and λ
+        regularized = solve_regularized(hvp, b, lam, solver=solver, max_iter=200, tol=1e-12)
+        torch.testing.assert_close(regularized.solution, reference, rtol=1e-8, atol=1e-10)
 
 
 def test_cg_reports_iterations_residual_and_warm_start():
@@ -145,6 +149,10 @@ def test_non_finite_operator_gives_a_non_finite_solution():
 def test_solver_argument_checks():
     with pytest.raises(ValueError, match="max_iter"):
         conjugate_gradient(lambda v: v, torch.ones(2), max_iter=0)
+    with pytest.raises(ValueError, match="unknown solver"):
+        solve_regularized(lambda v: v, torch.ones(2), 1.0, solver="lu")
+    with pytest.raises(ValueError, match="regularization"):
+        solve_regularized(lambda v: v, torch.ones(2), -1.0)
     with pytest.raises(ValueError, match="square"):
         dense_solve(torch.ones(2, 3), torch.ones(2))
     zero = conjugate_gradient(lambda v: v, torch.zeros(3))

@@ -5,7 +5,7 @@ from torchrl_stac.implicit import ImplicitGradientHook
 from torchrl_stac.leader_follower import leader_total_gradient
 from torchrl_stac.losses import CriticLoss, StackelbergActorLoss
 from torchrl_stac.regularization import ExponentialDecay
-from torchrl_stac.solvers import SolveResult, conjugate_gradient, dense_solve
+from torchrl_stac.solvers import SolveResult, conjugate_gradient, dense_solve, solve_regularized
 from torchrl_stac.trajectories import discounted_forward_cumsum, episode_starts, segment_starts
 
 __version__ = "0.1.0"
@@ -26,5 +26,6 @@ __all__ = [
     "jvp",
     "leader_total_gradient",
     "segment_starts",
+    "solve_regularized",
     "vjp",
 ]

@@ -76,13 +76,16 @@ def vjp(outputs: torch.Tensor, params: Sequence[torch.Tensor]) -> MatVec:
     return product
 
 
-def gauss_newton_hvp(outputs: torch.Tensor, params: Sequence[torch.Tensor], scale: float) -> MatVec:
+def gauss_newton_hvp(
+    outputs: torch.Tensor, params: Sequence[torch.Tensor], scale: float, forward: MatVec | None = None
+) -> MatVec:
     """``v ↦ scale · JᵀJ v`` with ``J = ∂outputs/∂params`` (flattened over ``outputs``).
 
     For ``L = (1/N) Σ (V_i − G_i)²`` the Gauss-Newton matrix is ``(2/N) JᵀJ``: pass
-    ``scale = 2 / N``. Positive semi-definite by construction.
+    ``scale = 2 / N``. Positive semi-definite by construction. ``forward`` is an existing
+    ``v ↦ J v`` (e.g. from :func:`vjp_then_jvp`) to reuse instead of building another graph.
     """
-    forward = jvp(outputs, params)
+    forward = forward if forward is not None else jvp(outputs, params)
     backward = vjp(outputs, params)
 
     def hvp(vector: torch.Tensor) -> torch.Tensor:

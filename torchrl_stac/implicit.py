@@ -12,14 +12,13 @@ from tensordict.utils import NestedKey
 from torchrl_stac.curvature import (
     MatVec,
     exact_hvp,
-    explicit_matrix,
     flatten,
     gauss_newton_hvp,
     vjp_then_jvp,
 )
 from torchrl_stac.losses import CriticLoss, StackelbergActorLoss
 from torchrl_stac.regularization import Regularization, regularization_at
-from torchrl_stac.solvers import SolveResult, conjugate_gradient, dense_solve
+from torchrl_stac.solvers import SolveResult, solve_regularized
 from torchrl_stac.trajectories import discounted_forward_cumsum, episode_starts, segment_starts
 
 _CHOICES = {
@@ -166,14 +165,14 @@ class ImplicitGradientHook:
         if not (torch.isfinite(loss) and torch.isfinite(rhs).all()):
             return self._skip("the critic loss or ∂J/∂w", partial, lam)
 
-        scale = 2.0 / prediction.numel()
+        gauss_newton = gauss_newton_hvp(prediction, self.critic_params, 2.0 / prediction.numel(), critic_jvp)
         if self.hessian == "exact":
             result = self._solve(exact_hvp(loss, self.critic_params), lam, rhs)
         else:
-            result = self._solve(gauss_newton_hvp(prediction, self.critic_params, scale), lam, rhs)
+            result = self._solve(gauss_newton, lam, rhs)
         fell_back = False
         if result.nonpositive_curvature and self.curvature_fallback == "gauss_newton" and self.hessian == "exact":
-            result = self._solve(gauss_newton_hvp(prediction, self.critic_params, scale), lam, rhs)
+            result = self._solve(gauss_newton, lam, rhs)
             fell_back = True
         if not torch.isfinite(result.solution).all():
             return self._skip("the Hessian solve (H + λI)⁻¹ ∂J/∂w", partial, lam, result)
@@ -209,15 +208,10 @@ class ImplicitGradientHook:
         return partial
 
     def _solve(self, hvp: MatVec, lam: float, rhs: torch.Tensor) -> SolveResult:
-        def matvec(vector: torch.Tensor) -> torch.Tensor:
-            return hvp(vector) + lam * vector
-
-        if self.solver == "dense":
-            return dense_solve(explicit_matrix(matvec, rhs.numel(), rhs), rhs)
         x0 = self._previous_solution
         if not self.warm_start or x0 is None or x0.shape != rhs.shape:
             x0 = None
-        return conjugate_gradient(matvec, rhs, max_iter=self.max_iter, tol=self.tol, x0=x0)
+        return solve_regularized(hvp, rhs, lam, solver=self.solver, max_iter=self.max_iter, tol=self.tol, x0=x0)
 
     def _surrogate_weights(
         self, td: TensorDictBase, c: torch.Tensor, psi: torch.Tensor, prediction: torch.Tensor, target: torch.Tensor

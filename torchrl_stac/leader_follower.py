@@ -7,8 +7,8 @@ from typing import Literal
 
 import torch
 
-from torchrl_stac.curvature import explicit_matrix, flatten, hvp_from_grad, unflatten
-from torchrl_stac.solvers import SolveResult, conjugate_gradient, dense_solve
+from torchrl_stac.curvature import flatten, hvp_from_grad, unflatten
+from torchrl_stac.solvers import SolveResult, solve_regularized
 
 
 def leader_total_gradient(
@@ -37,24 +37,13 @@ def leader_total_gradient(
     Returns:
         The total gradient, one tensor per leader parameter, and the solve's report.
     """
-    if regularization < 0:
-        raise ValueError(f"regularization must be >= 0, got {regularization}.")
-    if solver not in ("cg", "dense"):
-        raise ValueError(f"unknown solver {solver!r}: use 'cg' or 'dense'.")
     f_leader = leader_loss()
     grad_1 = torch.autograd.grad(f_leader, leader_params, retain_graph=True, materialize_grads=True)
     grad_2 = flatten(torch.autograd.grad(f_leader, follower_params, materialize_grads=True))
     f_follower = follower_loss()
     follower_grad = torch.autograd.grad(f_follower, follower_params, create_graph=True, materialize_grads=True)
     hessian = hvp_from_grad(follower_grad, follower_params)
-
-    def matvec(vector: torch.Tensor) -> torch.Tensor:
-        return hessian(vector) + regularization * vector
-
-    if solver == "cg":
-        result = conjugate_gradient(matvec, grad_2, max_iter=max_iter, tol=tol)
-    else:
-        result = dense_solve(explicit_matrix(matvec, grad_2.numel(), grad_2), grad_2)
+    result = solve_regularized(hessian, grad_2, regularization, solver=solver, max_iter=max_iter, tol=tol)
     x = unflatten(result.solution.detach(), follower_params)
     inner = sum((g * xi).sum() for g, xi in zip(follower_grad, x, strict=True))
     mixed = torch.autograd.grad(inner, leader_params, materialize_grads=True)

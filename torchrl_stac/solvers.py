@@ -6,12 +6,11 @@ for the flattening helpers). ``matvec`` maps such a vector ``v`` to ``(H + λI) 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-MatVec = Callable[[torch.Tensor], torch.Tensor]
+from torchrl_stac.curvature import MatVec, explicit_matrix
 
 
 @dataclass
@@ -115,3 +114,30 @@ def dense_solve(matrix: torch.Tensor, b: torch.Tensor) -> SolveResult:
     residual = torch.linalg.vector_norm(matrix @ x - b)
     relative = float(residual / b_norm) if b_norm > 0 else float(residual)
     return SolveResult(x, 0, relative, nonpositive)
+
+
+def solve_regularized(
+    hvp: MatVec,
+    b: torch.Tensor,
+    regularization: float,
+    *,
+    solver: str = "cg",
+    max_iter: int = 10,
+    tol: float = 1e-10,
+    x0: torch.Tensor | None = None,
+) -> SolveResult:
+    """Solve ``(H + λI) x = b`` given ``v ↦ H v``: by CG, or densely on the materialised matrix.
+
+    ``x0`` (a warm start) and ``max_iter``/``tol`` apply to CG only.
+    """
+    if regularization < 0:
+        raise ValueError(f"regularization must be >= 0, got {regularization}.")
+    if solver not in ("cg", "dense"):
+        raise ValueError(f"unknown solver {solver!r}: use 'cg' or 'dense'.")
+
+    def matvec(vector: torch.Tensor) -> torch.Tensor:
+        return hvp(vector) + regularization * vector
+
+    if solver == "dense":
+        return dense_solve(explicit_matrix(matvec, b.numel(), b), b)
+    return conjugate_gradient(matvec, b, max_iter=max_iter, tol=tol, x0=x0)
