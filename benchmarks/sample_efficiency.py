@@ -61,14 +61,11 @@ def run_one(job: tuple[str, str, int, int]) -> str:
     """Train one (cell, algo, k, seed) through the recipe and write its result file."""
     cell, algo, k, seed = job
     sys.path.insert(0, str(ROOT / "recipes"))
-    from hydra import compose, initialize_config_dir
-
-    from common import train
+    from common import load_config, train
 
     name, overrides, _ = CELLS[cell]
     overrides = [*overrides, f"algo={algo}", f"critic_steps={k}", f"seed={seed}", "threads=1", "logger=csv"]
-    with initialize_config_dir(config_dir=str(ROOT / "recipes"), version_base="1.3"):
-        cfg = compose(config_name=name, overrides=overrides)
+    cfg = load_config(name, overrides)
     with tempfile.TemporaryDirectory() as run_dir:
         start = time.perf_counter()
         summary = train(cfg, Path(run_dir))

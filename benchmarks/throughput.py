@@ -67,9 +67,7 @@ def collection_rate(env_id: str, frames: int, num_envs: int) -> float:
 
 
 def training_rate(env_id: str, algo: str, frames: int, num_envs: int) -> dict:
-    from hydra import compose, initialize_config_dir
-
-    from common import train
+    from common import load_config, train
 
     name = "config_cartpole" if env_id.startswith("CartPole") else "config_mujoco"
     overrides = [
@@ -82,8 +80,7 @@ def training_rate(env_id: str, algo: str, frames: int, num_envs: int) -> dict:
         f"checkpoint_interval={10 * frames}",
         "eval_episodes=1",
     ]
-    with initialize_config_dir(config_dir=str(ROOT / "recipes"), version_base="1.3"):
-        cfg = compose(config_name=name, overrides=overrides)
+    cfg = load_config(name, overrides)
     with tempfile.TemporaryDirectory() as run_dir:
         summary = train(cfg, Path(run_dir))
     seconds = sum(summary["phase_seconds"].values())

@@ -186,13 +186,19 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint_for(cfg: DictConfig) -> dict[str, Any]:
-    path = Path(cfg.resume)
+def load_checkpoint(location: str, key: str) -> dict[str, Any]:
+    """The checkpoint in a run directory or at a ``checkpoint.pt`` path (``key`` names the override)."""
+    path = Path(location)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     if not path.is_file():
-        raise ConfigError(f"resume={cfg.resume}: no checkpoint there.")
-    state = torch.load(path, weights_only=False)
+        raise ConfigError(f"{key}={location}: no checkpoint there.")
+    return torch.load(path, weights_only=False)
+
+
+def load_checkpoint_for(cfg: DictConfig) -> dict[str, Any]:
+    """The checkpoint to resume ``cfg`` from; it must have been trained on the same env."""
+    state = load_checkpoint(cfg.resume, "resume")
     if state["config"]["env"] != cfg.env:
         raise ConfigError(
             f"resume={cfg.resume} was trained on {state['config']['env']}, not env={cfg.env}: "
@@ -397,6 +403,14 @@ def update(batch, actor_loss, critic_loss, hook, actor_opt, critic_opt, cfg, rb,
     actor_opt.step()
     phase["actor"] += time.perf_counter() - tic
     return metrics
+
+
+def load_config(config_name: str, overrides: list[str]) -> DictConfig:
+    """``recipes/<config_name>.yaml`` with command-line-style overrides, outside a Hydra app."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parent), version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides)
 
 
 def hydra_entry_point(config_name: str):

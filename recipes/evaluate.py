@@ -6,26 +6,22 @@ python recipes/evaluate.py checkpoint=runs/Hopper-v4/stac/seed0_.../checkpoint.p
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import hydra
 import numpy as np
-import torch
 from omegaconf import DictConfig
 
-from common import CHECKPOINT_NAME, check_env_id, evaluate, make_env, make_models
+from common import ConfigError, check_env_id, evaluate, load_checkpoint, make_env, make_models
 
 
 @hydra.main(config_path=".", config_name="config_evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    path = Path(cfg.checkpoint)
-    if path.is_dir():
-        path = path / CHECKPOINT_NAME
-    if not path.is_file():
-        sys.exit(f"error: checkpoint={cfg.checkpoint}: no checkpoint there.")
+    try:
+        state = load_checkpoint(cfg.checkpoint, "checkpoint")
+    except ConfigError as error:
+        sys.exit(f"error: {error}")
     if cfg.episodes < 1:
         sys.exit(f"error: episodes={cfg.episodes} must be >= 1.")
-    state = torch.load(path, weights_only=False)
     run = state["config"]
     check_env_id(run["env"])
     env = make_env(run["env"], 1, cfg.device)

@@ -8,20 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
 sys.path.insert(0, str(RECIPES))
 
 from common import ConfigError, check_config, train  # noqa: E402
+from common import load_config as config  # noqa: E402
 
 TINY = ["critic_steps=2", "eval_episodes=1", "threads=1"]
-
-
-def config(name: str, overrides: list[str]):
-    with initialize_config_dir(config_dir=str(RECIPES), version_base="1.3"):
-        return compose(config_name=name, overrides=overrides)
 
 
 def run_script(script: str, *args: str) -> subprocess.CompletedProcess:
