@@ -15,6 +15,7 @@ import random
 import sys
 import time
 from collections import defaultdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from tensordict import TensorDictBase
 from tensordict.nn import NormalParamExtractor, TensorDictModule
 from torch import nn
-from torchrl.collectors import Collector
+from torchrl.collectors import Collector, MultiSyncCollector
 from torchrl.data import Categorical, LazyTensorStorage, OneHot, ReplayBuffer
 from torchrl.data.replay_buffers import SamplerWithoutReplacement
 from torchrl.envs import (
@@ -34,6 +35,7 @@ from torchrl.envs import (
     DoubleToFloat,
     ExplorationType,
     GymEnv,
+    GymWrapper,
     InitTracker,
     RewardSum,
     StepCounter,
@@ -59,11 +61,13 @@ def check_config(cfg: DictConfig) -> dict[str, Any] | None:
     """Reject bad input before anything is built; returns the checkpoint to resume from, if any."""
     if cfg.algo not in ("stac", "ac"):
         raise ConfigError(f"algo={cfg.algo!r}: choose 'stac' or 'ac'.")
-    for name in ("critic_steps", "frames_per_batch", "total_frames", "num_envs"):
+    for name in ("critic_steps", "frames_per_batch", "total_frames", "num_envs", "collector_workers"):
         if int(cfg[name]) < 1:
             raise ConfigError(f"{name}={cfg[name]} must be >= 1.")
     if cfg.frames_per_batch % cfg.num_envs:
         raise ConfigError(f"frames_per_batch={cfg.frames_per_batch} must be a multiple of num_envs={cfg.num_envs}.")
+    if cfg.num_envs % cfg.collector_workers:
+        raise ConfigError(f"num_envs={cfg.num_envs} must be a multiple of collector_workers={cfg.collector_workers}.")
     if not math.isfinite(cfg.regularization) or cfg.regularization < 0:
         raise ConfigError(f"regularization={cfg.regularization} must be a finite number >= 0 (λ).")
     for name in ("actor_lr", "critic_lr"):
@@ -100,9 +104,53 @@ def check_env_id(env_id: str) -> None:
 
 # --------------------------------------------------------------------------- building blocks
 def make_env(env_id: str, num_envs: int = 1, device: str = "cpu") -> TransformedEnv:
-    """GymEnv (a gymnasium vector env in subprocesses when num_envs > 1) with counters and sums."""
-    base = GymEnv(env_id, num_envs=num_envs, device=device) if num_envs > 1 else GymEnv(env_id, device=device)
+    """A Gymnasium env with counters and sums; batch ``[num_envs]`` when num_envs > 1.
+
+    Several envs are stepped in this process by one gymnasium ``SyncVectorEnv`` (one policy call per
+    step for all of them); its auto-reset is disabled so that torchrl resets finished envs itself.
+    """
+    if num_envs > 1:
+        import gymnasium
+
+        vector_env = gymnasium.make_vec(
+            env_id,
+            num_envs=num_envs,
+            vectorization_mode="sync",
+            vector_kwargs={"autoreset_mode": gymnasium.vector.AutoresetMode.DISABLED},
+        )
+        base = GymWrapper(vector_env, device=device)
+    else:
+        base = GymEnv(env_id, device=device)
     return TransformedEnv(base, Compose(DoubleToFloat(), StepCounter(), InitTracker(), RewardSum()))
+
+
+def make_collector(cfg: DictConfig, actor, total_frames: int) -> Collector | MultiSyncCollector:
+    """On-policy collector: in this process, or ``collector_workers`` processes splitting ``num_envs``.
+
+    Episodes run on across batches (a batch's last step bootstraps from the critic). With several
+    workers, each holds a copy of the actor refreshed before every batch and the batch is stacked
+    ``[workers, num_envs / workers, T]``.
+    """
+    if cfg.collector_workers == 1:
+        env = make_env(cfg.env, cfg.num_envs, cfg.device)
+        return Collector(env, actor, frames_per_batch=cfg.frames_per_batch, total_frames=total_frames, device=cfg.device)
+    worker_env = partial(make_env, cfg.env, cfg.num_envs // cfg.collector_workers, cfg.device)
+    return MultiSyncCollector(
+        [worker_env] * cfg.collector_workers,
+        actor,
+        frames_per_batch=cfg.frames_per_batch,
+        total_frames=total_frames,
+        device=cfg.device,
+        cat_results="stack",
+        update_at_each_batch=True,  # on-policy: workers act with the weights of the latest actor step
+        num_threads=torch.get_num_threads(),  # keep this process's threads for the update
+    )
+
+
+def start_fresh_episodes(collector: Collector | MultiSyncCollector, seed: int) -> None:
+    """Seed the collector's envs (and its workers' torch/numpy RNGs) and reset every env."""
+    collector.set_seed(seed)
+    collector.reset()
 
 
 def make_models(env, cells: list[int], device: str) -> tuple[ProbabilisticActor, ValueOperator]:
@@ -235,7 +283,6 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
     device = cfg.device
-    env = make_env(cfg.env, cfg.num_envs, device)
     eval_env = make_env(cfg.env, 1, device)
     actor, critic = make_models(eval_env, cfg.num_cells, device)
     actor_loss, critic_loss, hook = make_losses(cfg, actor, critic)
@@ -285,14 +332,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if remaining <= 0:
         raise ConfigError(f"the run already has {counters['frames']} frames >= total_frames={cfg.total_frames}.")
     iterations = math.ceil(remaining / cfg.frames_per_batch)
-    collector = Collector(
-        env,
-        actor,
-        frames_per_batch=cfg.frames_per_batch,
-        total_frames=iterations * cfg.frames_per_batch,
-        reset_at_each_iter=True,  # every batch starts fresh episodes: reproducible on resume
-        device=device,
-    )
+    collector = make_collector(cfg, actor, iterations * cfg.frames_per_batch)
     rb = None
     if cfg.critic_minibatch_size is not None:
         rb = ReplayBuffer(
@@ -309,14 +349,16 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     next_eval = (counters["frames"] // cfg.eval_interval + 1) * cfg.eval_interval
     next_checkpoint = (counters["frames"] // cfg.checkpoint_interval + 1) * cfg.checkpoint_interval
 
-    env.set_seed(cfg.seed + 1_000 * counters["iterations"])
+    # Fresh, seeded episodes at the start and after every checkpoint: a run resumed from a checkpoint
+    # is bit-identical to the uninterrupted run.
+    start_fresh_episodes(collector, cfg.seed + 1_000 * counters["iterations"])
     tic = time.perf_counter()
     for batch in collector:
         phase["collect"] = time.perf_counter() - tic
+        if batch.batch_dims == 3:  # [workers, envs per worker, T] -> [num_envs, T]
+            batch = batch.reshape(-1, batch.shape[-1])
         counters["frames"] += batch.numel()
         counters["iterations"] += 1
-        if counters["frames"] < cfg.total_frames:  # seed the next batch's episodes
-            env.set_seed(cfg.seed + 1_000 * counters["iterations"])
         metrics = update(batch, actor_loss, critic_loss, hook, actor_opt, critic_opt, cfg, rb, phase)
         finished = episode_returns(batch)
         if finished.numel():
@@ -335,6 +377,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         if counters["frames"] >= next_checkpoint or counters["frames"] >= cfg.total_frames:
             checkpoint()
             next_checkpoint += cfg.checkpoint_interval
+            if counters["frames"] < cfg.total_frames:
+                start_fresh_episodes(collector, cfg.seed + 1_000 * counters["iterations"])
         progress.update(batch.numel())
         postfix = {"return": f"{np.mean(recent_returns):.1f}" if recent_returns else "-"}
         if last_eval:
@@ -361,9 +405,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         f"eval return {summary['eval_return_mean']:.1f} ± {summary['eval_return_std']:.1f}; "
         f"logs and checkpoint in {run_dir}"
     )
-    for environment in (env, eval_env):
-        if not environment.is_closed:  # the collector's shutdown closes its env
-            environment.close()
+    eval_env.close()  # the collector's shutdown closed the training envs
     return summary
 
 

@@ -16,7 +16,7 @@ sys.path.insert(0, str(RECIPES))
 from common import ConfigError, check_config, train  # noqa: E402
 from common import load_config as config  # noqa: E402
 
-TINY = ["critic_steps=2", "eval_episodes=1", "threads=1"]
+TINY = ["critic_steps=2", "eval_episodes=1", "threads=1", "num_envs=2", "collector_workers=1"]
 
 
 def run_script(script: str, *args: str) -> subprocess.CompletedProcess:
@@ -62,10 +62,10 @@ def test_recipe_end_to_end_writes_logs_and_checkpoint(tmp_path, script, env):
     assert f"stac on {env} after 400 frames: return" in evaluation.stdout
 
 
-def test_multiprocess_envs_give_batched_rows(tmp_path):
-    cfg = config("config_mujoco", ["num_envs=2", "total_frames=200", "frames_per_batch=200", *TINY])
+def test_collector_workers_train(tmp_path):
+    cfg = config("config_mujoco", [*TINY, "num_envs=4", "collector_workers=2", "total_frames=400", "frames_per_batch=200"])
     summary = train(cfg, tmp_path)
-    assert summary["frames"] == 200
+    assert summary["frames"] == 400
 
 
 def test_minibatch_critic_uses_the_replay_buffer(tmp_path, monkeypatch):
