@@ -133,7 +133,9 @@ def make_collector(cfg: DictConfig, actor, total_frames: int) -> Collector | Mul
     """
     if cfg.collector_workers == 1:
         env = make_env(cfg.env, cfg.num_envs, cfg.device)
-        return Collector(env, actor, frames_per_batch=cfg.frames_per_batch, total_frames=total_frames, device=cfg.device)
+        return Collector(
+            env, actor, frames_per_batch=cfg.frames_per_batch, total_frames=total_frames, device=cfg.device
+        )
     worker_env = partial(make_env, cfg.env, cfg.num_envs // cfg.collector_workers, cfg.device)
     return MultiSyncCollector(
         [worker_env] * cfg.collector_workers,

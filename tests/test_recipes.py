@@ -63,7 +63,8 @@ def test_recipe_end_to_end_writes_logs_and_checkpoint(tmp_path, script, env):
 
 
 def test_collector_workers_train(tmp_path):
-    cfg = config("config_mujoco", [*TINY, "num_envs=4", "collector_workers=2", "total_frames=400", "frames_per_batch=200"])
+    overrides = [*TINY, "num_envs=4", "collector_workers=2", "total_frames=400", "frames_per_batch=200"]
+    cfg = config("config_mujoco", overrides)
     summary = train(cfg, tmp_path)
     assert summary["frames"] == 400
 
