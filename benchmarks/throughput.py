@@ -1,6 +1,6 @@
 """Is training fast? Rates measured in one run on one machine, compared as ratios.
 
-    python benchmarks/throughput.py [--env Hopper-v4] [--frames 20000] [--num-envs 1]
+    python benchmarks/throughput.py [--env Hopper-v4] [--frames 20000] [recipe overrides ...]
 
 1. raw gymnasium ``env.step`` rate with random actions (the simulator's practical limit);
 2. the recipe's collection rate: torchrl ``Collector`` over the recipe's env and 64×64 actor;
@@ -48,15 +48,21 @@ def raw_gym_rate(env_id: str, steps: int, seed: int = 0) -> float:
     return rate
 
 
-def collection_rate(env_id: str, frames: int, num_envs: int) -> float:
-    from torchrl.collectors import Collector
+def recipe_config(env_id: str, overrides: list[str]):
+    from common import load_config
 
-    from common import make_env, make_models
+    name = "config_cartpole" if env_id.startswith("CartPole") else "config_mujoco"
+    return load_config(name, [f"env={env_id}", *overrides])
 
-    env = make_env(env_id, num_envs)
-    actor, _ = make_models(make_env(env_id, 1), [64, 64], "cpu")
-    batch = 1000 * num_envs
-    collector = Collector(env, actor, frames_per_batch=batch, total_frames=frames + batch)
+
+def collection_rate(env_id: str, frames: int, overrides: list[str]) -> float:
+    """The recipe's collector (its num_envs and collector_workers) with the recipe's actor."""
+    from common import make_collector, make_env, make_models, start_fresh_episodes
+
+    cfg = recipe_config(env_id, overrides)
+    actor, _ = make_models(make_env(env_id, 1), list(cfg.num_cells), "cpu")
+    collector = make_collector(cfg, actor, total_frames=frames + cfg.frames_per_batch)
+    start_fresh_episodes(collector, 0)
     iterator = iter(collector)
     next(iterator)  # warm-up batch, not timed
     start = time.perf_counter()
@@ -66,21 +72,11 @@ def collection_rate(env_id: str, frames: int, num_envs: int) -> float:
     return rate
 
 
-def training_rate(env_id: str, algo: str, frames: int, num_envs: int) -> dict:
-    from common import load_config, train
+def training_rate(env_id: str, algo: str, frames: int, overrides: list[str]) -> dict:
+    from common import train
 
-    name = "config_cartpole" if env_id.startswith("CartPole") else "config_mujoco"
-    overrides = [
-        f"env={env_id}",
-        f"algo={algo}",
-        f"total_frames={frames}",
-        f"num_envs={num_envs}",
-        "logger=none",
-        f"eval_interval={10 * frames}",
-        f"checkpoint_interval={10 * frames}",
-        "eval_episodes=1",
-    ]
-    cfg = load_config(name, overrides)
+    budget = [f"algo={algo}", f"total_frames={frames}", "logger=none", f"eval_interval={10 * frames}"]
+    cfg = recipe_config(env_id, [*budget, f"checkpoint_interval={10 * frames}", "eval_episodes=1", *overrides])
     with tempfile.TemporaryDirectory() as run_dir:
         summary = train(cfg, Path(run_dir))
     seconds = sum(summary["phase_seconds"].values())
@@ -108,12 +104,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="Hopper-v4")
     parser.add_argument("--frames", type=int, default=20_000, help="frames per measurement")
-    parser.add_argument("--num-envs", type=int, default=1)
+    parser.add_argument("overrides", nargs="*", help="recipe overrides, e.g. num_envs=8 collector_workers=1")
     args = parser.parse_args()
     torch.manual_seed(0)
     raw = raw_gym_rate(args.env, args.frames)
-    collect = collection_rate(args.env, args.frames, args.num_envs)
-    training = {algo: training_rate(args.env, algo, args.frames, args.num_envs) for algo in ("stac", "ac")}
+    collect = collection_rate(args.env, args.frames, args.overrides)
+    training = {algo: training_rate(args.env, algo, args.frames, args.overrides) for algo in ("stac", "ac")}
     sb3 = sb3_a2c_rate(args.env, args.frames)
     rates = {
         "raw_gymnasium_steps_per_s": raw,
@@ -142,7 +138,9 @@ def main() -> None:
     record = {
         "env": args.env,
         "frames": args.frames,
-        "num_envs": args.num_envs,
+        "overrides": args.overrides,
+        "num_envs": int(recipe_config(args.env, args.overrides).num_envs),
+        "collector_workers": int(recipe_config(args.env, args.overrides).collector_workers),
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
         "torch": torch.__version__,
