@@ -64,7 +64,9 @@ def run_one(job: tuple[str, str, int, int]) -> str:
     from common import load_config, train
 
     name, overrides, _ = CELLS[cell]
-    overrides = [*overrides, f"algo={algo}", f"critic_steps={k}", f"seed={seed}", "threads=1", "logger=csv"]
+    # one process per run (collector_workers=1): --jobs 2 already uses both cores
+    run = [f"algo={algo}", f"critic_steps={k}", f"seed={seed}", "threads=1", "collector_workers=1", "logger=csv"]
+    overrides = [*overrides, *run]
     cfg = load_config(name, overrides)
     with tempfile.TemporaryDirectory() as run_dir:
         start = time.perf_counter()
