@@ -139,3 +139,20 @@ def test_cli_error_is_one_clear_line(tmp_path):
     assert result.returncode != 0
     assert "error: unknown Gymnasium environment 'Hoper-v4'. Did you mean Hopper-v4" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_collector_workers_act_with_the_latest_weights():
+    from common import make_collector, make_env, make_models, start_fresh_episodes
+
+    cfg = config("config_mujoco", [*TINY, "num_envs=4", "collector_workers=2", "frames_per_batch=200"])
+    actor, _ = make_models(make_env(cfg.env), cfg.num_cells, "cpu")
+    collector = make_collector(cfg, actor, total_frames=400)
+    start_fresh_episodes(collector, 0)
+    for batch in collector:
+        assert batch.shape == (2, 2, 50)
+        with torch.no_grad():
+            loc = actor.module[0](batch.select("observation").clone())["loc"]
+            torch.testing.assert_close(batch["loc"], loc)  # on-policy: the batch used the current weights
+            for parameter in actor.parameters():
+                parameter.add_(0.1)  # the next batch must use these
+    collector.shutdown()
