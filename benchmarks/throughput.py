@@ -135,12 +135,13 @@ def main() -> None:
     else:
         print('STAC training / SB3 A2C: stable-baselines3 not installed (pip install -e ".[bench]")')
     RESULTS.mkdir(parents=True, exist_ok=True)
+    layout = recipe_config(args.env, args.overrides)
     record = {
         "env": args.env,
         "frames": args.frames,
         "overrides": args.overrides,
-        "num_envs": int(recipe_config(args.env, args.overrides).num_envs),
-        "collector_workers": int(recipe_config(args.env, args.overrides).collector_workers),
+        "num_envs": int(layout.num_envs),
+        "collector_workers": int(layout.collector_workers),
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
         "torch": torch.__version__,
