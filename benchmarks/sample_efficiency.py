@@ -170,16 +170,20 @@ def summarize(records: list[dict]) -> dict:
     }
 
 
-def verdict(stac: dict, ac: dict, metric: str = "final") -> str:
-    """Win / tie / loss on ``final`` return or ``auc``: a win needs the 95% CIs not to overlap."""
-    mean, ci = stac[f"{metric}_mean"], stac[f"{metric}_ci"]
-    other_mean, other_ci = ac[f"{metric}_mean"], ac[f"{metric}_ci"]
+def compare(first: dict, second: dict, metric: str = "final") -> str:
+    """``win`` / ``tie`` / ``loss`` of ``first`` against ``second``: a win needs the 95% CIs not to overlap."""
+    ci, other_ci = first[f"{metric}_ci"], second[f"{metric}_ci"]
     if ci[0] > other_ci[1]:
-        word = "STAC wins"
-    elif ci[1] < other_ci[0]:
-        word = "STAC loses"
-    else:
-        word = "tie (CIs overlap)"
+        return "win"
+    if ci[1] < other_ci[0]:
+        return "loss"
+    return "tie"
+
+
+def verdict(stac: dict, ac: dict, metric: str = "final") -> str:
+    """STAC against AC on ``final`` return or ``auc``, with the difference of the means."""
+    word = {"win": "STAC wins", "loss": "STAC loses", "tie": "tie (CIs overlap)"}[compare(stac, ac, metric)]
+    mean, other_mean = stac[f"{metric}_mean"], ac[f"{metric}_mean"]
     return f"{word}: {mean - other_mean:+.1f} ({mean:.1f} vs {other_mean:.1f})"
 
 
@@ -203,7 +207,7 @@ def command_aggregate(args) -> None:
     out = ROOT / "benchmarks" / "results"
     (out / "sample_efficiency_summary.json").write_text(json.dumps(summary, indent=1))
     plot(groups, out / "sample_efficiency.png")
-    write_report(summary, ROOT / "benchmarks" / "RESULTS.md")
+    write_report(summary, groups, ROOT / "benchmarks" / "RESULTS.md")
     print(f"wrote {out / 'sample_efficiency_summary.json'}, sample_efficiency.png and benchmarks/RESULTS.md")
 
 
@@ -239,7 +243,79 @@ def plot(groups, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def write_report(summary: dict, path: Path) -> None:
+SETUP_KEYS = (
+    "total_frames",
+    "frames_per_batch",
+    "num_envs",
+    "actor_lr",
+    "critic_lr",
+    "regularization",
+    "hessian",
+    "cg_iterations",
+    "eval_interval",
+    "eval_episodes",
+)
+
+
+def setup_rows(groups: dict) -> list[str]:
+    """One row per cell with the settings its runs recorded (first run of the cell)."""
+    rows = ["| cell | " + " | ".join(SETUP_KEYS) + " |", "|" + " --- |" * (len(SETUP_KEYS) + 1)]
+    for cell in CELLS:
+        records = [r for (c, _, _), rs in sorted(groups.items()) if c == cell for r in rs if "config" in r]
+        if records:
+            config = records[0]["config"]
+            rows.append(f"| {cell} ({config['env']}) | " + " | ".join(str(config[key]) for key in SETUP_KEYS) + " |")
+    return rows
+
+
+def tally(outcomes: list[tuple[str, str]]) -> str:
+    """'wins 2, ties 3, losses 1 (a: win; b: tie; ...)' from (label, outcome) pairs."""
+    if not outcomes:
+        return "no cell has enough seeds yet"
+    plural = {"win": "wins", "tie": "ties", "loss": "losses"}
+    counts = ", ".join(f"{plural[word]} {sum(o == word for _, o in outcomes)}" for word in plural)
+    return f"{counts} ({'; '.join(f'{label}: {outcome}' for label, outcome in outcomes)})"
+
+
+def claim_lines(summary: dict) -> list[str]:
+    """The paper's three claims about Figure 1, each checked cell by cell on the final return."""
+
+    def ready(*keys: str) -> bool:
+        return all(summary.get(key, {}).get("seeds", 0) >= MIN_SEEDS_FOR_VERDICT for key in keys)
+
+    stac_vs_ac = [
+        (f"{cell} k={k}", compare(summary[f"{cell}/stac/k{k}"], summary[f"{cell}/ac/k{k}"]))
+        for cell in CELLS
+        for k in CRITIC_STEPS
+        if ready(f"{cell}/stac/k{k}", f"{cell}/ac/k{k}")
+    ]
+    many_vs_one = [
+        (f"{cell} {algo.upper()}", compare(summary[f"{cell}/{algo}/k80"], summary[f"{cell}/{algo}/k1"]))
+        for cell in CELLS
+        for algo in ALGOS
+        if ready(f"{cell}/{algo}/k80", f"{cell}/{algo}/k1")
+    ]
+    best = []
+    for cell in CELLS:
+        keys = [f"{cell}/{algo}/k{k}" for algo in ALGOS for k in CRITIC_STEPS]
+        if not ready(*keys):
+            continue
+        top = max(keys, key=lambda key: summary[key]["final_mean"])
+        clear = all(compare(summary[top], summary[key]) == "win" for key in keys if key != top)
+        _, algo, k = top.split("/")
+        best.append(f"{cell}: {algo.upper()} k={k[1:]}{' (CI clear of the other three)' if clear else ''}")
+    return [
+        "Each comparison is on the final return, seed-level 95% bootstrap CIs: a win or loss needs separated CIs.",
+        "",
+        f'1. *"STAC has overall better performance than AC"*: STAC against AC, {tally(stac_vs_ac)}.',
+        f'2. *"80 steps unrolling overall has better performance than only one step"*: k = 80 against k = 1, '
+        f"{tally(many_vs_one)}.",
+        '3. *"the overall best performance is achieved by STAC with multiple critic unrolling steps"*: highest mean '
+        f"final return per cell: {'; '.join(best) if best else 'no cell has enough seeds yet'}.",
+    ]
+
+
+def write_report(summary: dict, groups: dict, path: Path) -> None:
     rows = [
         "| cell | algo | k | seeds | frames | final mean | IQM | 95% CI | AUC |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -281,6 +357,19 @@ def write_report(summary: dict, path: Path) -> None:
             if complete
             else "incomplete: cells below with fewer than 5 seeds, or missing, are still to run."
         ),
+        "",
+        "## Setup (as recorded by the runs)",
+        "",
+        "Both algorithms share every setting and differ only in the actor's gradient (AC: ∂J/∂θ; STAC: the total",
+        "derivative). Evaluation is deterministic (the policy's mode) over `eval_episodes` episodes.",
+        "",
+        *setup_rows(groups),
+        "",
+        "## The paper's claims, checked",
+        "",
+        *claim_lines(summary),
+        "",
+        "## Statistics",
         "",
         "Final return = last deterministic evaluation; IQM = interquartile mean over seeds; 95% CI =",
         "percentile bootstrap of the mean final return; AUC = mean evaluation return over training.",

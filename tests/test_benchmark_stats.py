@@ -37,12 +37,19 @@ def test_verdict_needs_separated_intervals():
     assert se.verdict(stac, {"auc_mean": 100.0, "auc_ci": (90.0, 110.0)}, "auc") == "STAC wins: +200.0 (300.0 vs 100.0)"
 
 
+def test_tally_counts_each_outcome():
+    outcomes = [("a", "win"), ("b", "tie"), ("c", "win"), ("d", "loss")]
+    assert se.tally(outcomes) == "wins 2, ties 1, losses 1 (a: win; b: tie; c: win; d: loss)"
+    assert se.tally([]) == "no cell has enough seeds yet"
+
+
 def test_aggregate_writes_table_plot_and_report(tmp_path, monkeypatch):
     results = tmp_path / "results" / "sample_efficiency"
     monkeypatch.setattr(se, "RESULTS", results)
     monkeypatch.setattr(se, "ROOT", tmp_path)
     (tmp_path / "benchmarks" / "results").mkdir(parents=True)
-    runs = (("stac", 400.0, 80, 5), ("ac", 100.0, 80, 5), ("stac", 400.0, 1, 1), ("ac", 9.0, 1, 1))
+    runs = (("stac", 400.0, 80, 5), ("ac", 100.0, 80, 5), ("stac", 400.0, 1, 3), ("ac", 9.0, 1, 1))
+    config = {key: 1 for key in se.SETUP_KEYS} | {"env": "CartPole-v1", "actor_lr": 0.1}
     for algo, level, k, seeds in runs:
         for seed in range(seeds):
             record = {
@@ -53,6 +60,7 @@ def test_aggregate_writes_table_plot_and_report(tmp_path, monkeypatch):
                 "wall_seconds": 1.0,
                 "frames": 300,
                 "eval_curve": [[100, level / 4], [200, level / 2], [300, level + seed]],
+                "config": config,
             }
             path = se.result_path("cartpole_a", algo, k, seed)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,6 +71,9 @@ def test_aggregate_writes_table_plot_and_report(tmp_path, monkeypatch):
     assert summary["cartpole_a/ac/k80"]["seeds"] == 5
     report = (tmp_path / "benchmarks" / "RESULTS.md").read_text()
     assert "**cartpole_a, k = 80** (5 vs 5 seeds): final return STAC wins: +300.0" in report
-    assert "**cartpole_a, k = 1** (1 vs 1 seeds): too few seeds for a verdict" in report
+    assert "**cartpole_a, k = 1** (3 vs 1 seeds): too few seeds for a verdict" in report
+    assert "| cartpole_a (CartPole-v1) | 1 | 1 | 1 | 0.1 | 1 |" in report
+    assert "STAC against AC, wins 1, ties 0, losses 0 (cartpole_a k=80: win)" in report
+    assert "k = 80 against k = 1, wins 0, ties 1, losses 0 (cartpole_a STAC: tie)" in report
     assert "incomplete" in report and "**hopper, k = 1**: not run yet" in report
     assert (tmp_path / "benchmarks" / "results" / "sample_efficiency.png").stat().st_size > 10_000
