@@ -278,53 +278,55 @@ def tally(outcomes: list[tuple[str, str]]) -> str:
 
 
 def claim_lines(summary: dict) -> list[str]:
-    """The paper's three claims about Figure 1, each checked cell by cell on the final return."""
+    """The paper's three claims about Figure 1, checked cell by cell on final return and on AUC."""
 
     def ready(*keys: str) -> bool:
         return all(summary.get(key, {}).get("seeds", 0) >= MIN_SEEDS_FOR_VERDICT for key in keys)
 
-    stac_vs_ac = [
-        (f"{cell} k={k}", compare(summary[f"{cell}/stac/k{k}"], summary[f"{cell}/ac/k{k}"]))
-        for cell in CELLS
-        for k in CRITIC_STEPS
-        if ready(f"{cell}/stac/k{k}", f"{cell}/ac/k{k}")
-    ]
-    many_vs_one = [
-        (f"{cell} {algo.upper()}", compare(summary[f"{cell}/{algo}/k80"], summary[f"{cell}/{algo}/k1"]))
-        for cell in CELLS
-        for algo in ALGOS
-        if ready(f"{cell}/{algo}/k80", f"{cell}/{algo}/k1")
-    ]
-    best = []
-    for cell in CELLS:
-        keys = [f"{cell}/{algo}/k{k}" for algo in ALGOS for k in CRITIC_STEPS]
-        if not ready(*keys):
-            continue
-        top = max(keys, key=lambda key: summary[key]["final_mean"])
-        clear = all(compare(summary[top], summary[key]) == "win" for key in keys if key != top)
-        _, algo, k = top.split("/")
-        best.append(f"{cell}: {algo.upper()} k={k[1:]}{' (CI clear of the other three)' if clear else ''}")
+    def outcomes(pairs: list[tuple[str, str, str]], metric: str) -> str:
+        return tally([(label, compare(summary[a], summary[b], metric)) for label, a, b in pairs if ready(a, b)])
+
+    def best(metric: str) -> str:
+        found = []
+        for cell in CELLS:
+            keys = [f"{cell}/{algo}/k{k}" for algo in ALGOS for k in CRITIC_STEPS]
+            if not ready(*keys):
+                continue
+            top = max(keys, key=lambda key: summary[key][f"{metric}_mean"])
+            clear = all(compare(summary[top], summary[key], metric) == "win" for key in keys if key != top)
+            _, algo, k = top.split("/")
+            found.append(f"{cell}: {algo.upper()} k={k[1:]}{' (CI clear of the other three)' if clear else ''}")
+        return "; ".join(found) if found else "no cell has enough seeds yet"
+
+    stac_vs_ac = [(f"{c} k={k}", f"{c}/stac/k{k}", f"{c}/ac/k{k}") for c in CELLS for k in CRITIC_STEPS]
+    many_vs_one = [(f"{c} {a.upper()}", f"{c}/{a}/k80", f"{c}/{a}/k1") for c in CELLS for a in ALGOS]
     return [
-        "Each comparison is on the final return, seed-level 95% bootstrap CIs: a win or loss needs separated CIs.",
+        "Seed-level 95% bootstrap CIs; a win or a loss needs separated CIs, anything else is a tie. Final return is",
+        "the last evaluation; AUC (mean evaluation return over training) is the sample-efficiency view of the curves.",
         "",
-        f'1. *"STAC has overall better performance than AC"*: STAC against AC, {tally(stac_vs_ac)}.',
-        f'2. *"80 steps unrolling overall has better performance than only one step"*: k = 80 against k = 1, '
-        f"{tally(many_vs_one)}.",
-        '3. *"the overall best performance is achieved by STAC with multiple critic unrolling steps"*: highest mean '
-        f"final return per cell: {'; '.join(best) if best else 'no cell has enough seeds yet'}.",
+        '1. *"STAC has overall better performance than AC"*, STAC against AC:',
+        f"   - final return: {outcomes(stac_vs_ac, 'final')};",
+        f"   - AUC: {outcomes(stac_vs_ac, 'auc')}.",
+        '2. *"80 steps unrolling overall has better performance than only one step"*, k = 80 against k = 1:',
+        f"   - final return: {outcomes(many_vs_one, 'final')};",
+        f"   - AUC: {outcomes(many_vs_one, 'auc')}.",
+        '3. *"the overall best performance is achieved by STAC with multiple critic unrolling steps"*, best group:',
+        f"   - by final return: {best('final')};",
+        f"   - by AUC: {best('auc')}.",
     ]
 
 
 def write_report(summary: dict, groups: dict, path: Path) -> None:
     rows = [
-        "| cell | algo | k | seeds | frames | final mean | IQM | 95% CI | AUC |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| cell | algo | k | seeds | frames | final mean | IQM | 95% CI | AUC | AUC 95% CI |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for key, s in summary.items():
         cell, algo, k = key.split("/")
         rows.append(
             f"| {cell} | {algo} | {k[1:]} | {s['seeds']} | {s['frames']} | {s['final_mean']:.1f} | "
-            f"{s['final_iqm']:.1f} | [{s['final_ci'][0]:.1f}, {s['final_ci'][1]:.1f}] | {s['auc_mean']:.1f} |"
+            f"{s['final_iqm']:.1f} | [{s['final_ci'][0]:.1f}, {s['final_ci'][1]:.1f}] | {s['auc_mean']:.1f} | "
+            f"[{s['auc_ci'][0]:.1f}, {s['auc_ci'][1]:.1f}] |"
         )
     verdicts = []
     for cell in CELLS:
@@ -372,7 +374,7 @@ def write_report(summary: dict, groups: dict, path: Path) -> None:
         "## Statistics",
         "",
         "Final return = last deterministic evaluation; IQM = interquartile mean over seeds; 95% CI =",
-        "percentile bootstrap of the mean final return; AUC = mean evaluation return over training.",
+        "percentile bootstrap of the mean (final return, or AUC = mean evaluation return over training).",
         "",
         *rows,
         "",

@@ -73,7 +73,36 @@ def test_aggregate_writes_table_plot_and_report(tmp_path, monkeypatch):
     assert "**cartpole_a, k = 80** (5 vs 5 seeds): final return STAC wins: +300.0" in report
     assert "**cartpole_a, k = 1** (3 vs 1 seeds): too few seeds for a verdict" in report
     assert "| cartpole_a (CartPole-v1) | 1 | 1 | 1 | 0.1 | 1 |" in report
-    assert "STAC against AC, wins 1, ties 0, losses 0 (cartpole_a k=80: win)" in report
-    assert "k = 80 against k = 1, wins 0, ties 1, losses 0 (cartpole_a STAC: tie)" in report
+    stac_vs_ac, many_vs_one = report.split("STAC against AC:")[1].split("k = 80 against k = 1:")
+    assert "final return: wins 1, ties 0, losses 0 (cartpole_a k=80: win)" in stac_vs_ac
+    assert "AUC: wins 1, ties 0, losses 0 (cartpole_a k=80: win)" in stac_vs_ac
+    assert "final return: wins 0, ties 1, losses 0 (cartpole_a STAC: tie)" in many_vs_one
+    assert "by final return: no cell has enough seeds yet" in report
     assert "incomplete" in report and "**hopper, k = 1**: not run yet" in report
     assert (tmp_path / "benchmarks" / "results" / "sample_efficiency.png").stat().st_size > 10_000
+
+
+def test_claims_name_the_best_group_and_whether_it_is_clear():
+    def group(mean: float) -> dict:
+        auc = mean / 2
+        return {
+            "seeds": 5,
+            "final_mean": mean,
+            "final_ci": (mean - 5, mean + 5),
+            "auc_mean": auc,
+            "auc_ci": (auc - 1, auc + 1),
+        }
+
+    summary = {
+        "hopper/stac/k80": group(300.0),
+        "hopper/stac/k1": group(200.0),
+        "hopper/ac/k80": group(100.0),
+        "hopper/ac/k1": group(296.0),
+    }
+    lines = "\n".join(se.claim_lines(summary))
+    assert "by final return: hopper: STAC k=80;" in lines  # 300 vs 296: best, but the CIs overlap
+    summary["hopper/ac/k1"] = group(250.0)
+    lines = "\n".join(se.claim_lines(summary))
+    assert "by final return: hopper: STAC k=80 (CI clear of the other three);" in lines
+    assert "by AUC: hopper: STAC k=80 (CI clear of the other three)." in lines
+    assert "final return: wins 1, ties 0, losses 1 (hopper k=1: loss; hopper k=80: win)" in lines
