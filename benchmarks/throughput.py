@@ -1,6 +1,6 @@
 """Is training fast? Rates measured in one run on one machine, compared as ratios.
 
-    python benchmarks/throughput.py [--env Hopper-v4] [--frames 20000] [recipe overrides ...]
+    python benchmarks/throughput.py [--env Hopper-v4] [--frames 20000] [--rounds 3] [overrides ...]
 
 1. raw gymnasium ``env.step`` rate with random actions (the simulator's practical limit);
 2. the recipe's collection rate: torchrl ``Collector`` over the recipe's env and 64×64 actor;
@@ -9,8 +9,10 @@
 4. Stable-Baselines3 A2C training frames/s on the same env, when stable-baselines3 is installed
    (``pip install -e ".[bench]"``), with the paper's 64×64 tanh networks.
 
-Writes ``benchmarks/results/throughput.json`` and prints the ratios against the targets
-(STAC ÷ SB3 A2C ≥ 2, collection ÷ raw gymnasium ≥ 0.7).
+The four measurements run back to back in each of ``--rounds`` rounds, so that each round's ratios
+compare rates taken under the same load on a shared machine; the reported rates and ratios are
+medians over rounds, and every round is kept in ``benchmarks/results/throughput.json``. Prints the
+ratios against the targets (STAC ÷ SB3 A2C ≥ 2, collection ÷ raw gymnasium ≥ 0.7).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import importlib.util
 import json
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -100,37 +103,63 @@ def sb3_a2c_rate(env_id: str, frames: int) -> float | None:
     return frames / (time.perf_counter() - start)
 
 
+def measure_round(env_id: str, frames: int, overrides: list[str]) -> dict:
+    """One round of the four measurements: rates (frames/s), ratios and STAC/AC phase seconds."""
+    raw = raw_gym_rate(env_id, frames)
+    collect = collection_rate(env_id, frames, overrides)
+    training = {algo: training_rate(env_id, algo, frames, overrides) for algo in ("stac", "ac")}
+    sb3 = sb3_a2c_rate(env_id, frames)
+    stac = training["stac"]["frames_per_second"]
+    return {
+        "rates": {
+            "raw_gymnasium_steps_per_s": raw,
+            "collection_frames_per_s": collect,
+            "stac_training_frames_per_s": stac,
+            "ac_training_frames_per_s": training["ac"]["frames_per_second"],
+            "sb3_a2c_training_frames_per_s": sb3,
+        },
+        "ratios": {
+            "collection_over_raw": collect / raw,
+            "stac_over_sb3_a2c": stac / sb3 if sb3 else None,
+            "stac_over_ac": stac / training["ac"]["frames_per_second"],
+        },
+        "phase_seconds": {algo: result["phase_seconds"] for algo, result in training.items()},
+    }
+
+
+def median_of(rounds: list[dict], field: str) -> dict:
+    """Per-key median of ``round[field]`` over rounds (None stays None: SB3 not installed)."""
+    keys = rounds[0][field]
+    return {
+        key: None if rounds[0][field][key] is None else statistics.median(r[field][key] for r in rounds) for key in keys
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="Hopper-v4")
     parser.add_argument("--frames", type=int, default=20_000, help="frames per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of all measurements; medians reported")
     parser.add_argument("overrides", nargs="*", help="recipe overrides, e.g. num_envs=8 collector_workers=1")
     args = parser.parse_args()
+    if args.rounds < 1 or args.frames < 1:
+        parser.error("--rounds and --frames must be positive")
     torch.manual_seed(0)
-    raw = raw_gym_rate(args.env, args.frames)
-    collect = collection_rate(args.env, args.frames, args.overrides)
-    training = {algo: training_rate(args.env, algo, args.frames, args.overrides) for algo in ("stac", "ac")}
-    sb3 = sb3_a2c_rate(args.env, args.frames)
-    rates = {
-        "raw_gymnasium_steps_per_s": raw,
-        "collection_frames_per_s": collect,
-        "stac_training_frames_per_s": training["stac"]["frames_per_second"],
-        "ac_training_frames_per_s": training["ac"]["frames_per_second"],
-        "sb3_a2c_training_frames_per_s": sb3,
-    }
-    ratios = {
-        "collection_over_raw": collect / raw,
-        "stac_over_sb3_a2c": training["stac"]["frames_per_second"] / sb3 if sb3 else None,
-        "stac_over_ac": training["stac"]["frames_per_second"] / training["ac"]["frames_per_second"],
-    }
+    rounds = []
+    for index in range(args.rounds):
+        rounds.append(measure_round(args.env, args.frames, args.overrides))
+        ratios = ", ".join(f"{k} {v:.2f}" for k, v in rounds[-1]["ratios"].items() if v is not None)
+        print(f"round {index + 1}/{args.rounds}: {ratios}", flush=True)
+    rates, ratios = median_of(rounds, "rates"), median_of(rounds, "ratios")
+    phase_seconds = {algo: median_of([r["phase_seconds"] for r in rounds], algo) for algo in ("stac", "ac")}
+    print(f"medians over {args.rounds} rounds of {args.frames} frames each")
     print(f"{'measurement':<34}{'frames/s':>12}")
     for name, value in rates.items():
         print(f"{name:<34}{'not installed' if value is None else f'{value:.0f}':>12}")
-    for algo, result in training.items():
-        breakdown = ", ".join(f"{k} {v:.1f} s" for k, v in result["phase_seconds"].items())
-        print(f"{algo} phases: {breakdown}")
+    for algo, phases in phase_seconds.items():
+        print(f"{algo} phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items()))
     print(f"collection / raw gymnasium: {ratios['collection_over_raw']:.2f} (target >= 0.7)")
-    if sb3:
+    if ratios["stac_over_sb3_a2c"] is not None:
         print(f"STAC training / SB3 A2C: {ratios['stac_over_sb3_a2c']:.2f} (target >= 2)")
     else:
         print('STAC training / SB3 A2C: stable-baselines3 not installed (pip install -e ".[bench]")')
@@ -147,7 +176,8 @@ def main() -> None:
         "torch": torch.__version__,
         "rates": rates,
         "ratios": ratios,
-        "phase_seconds": {algo: r["phase_seconds"] for algo, r in training.items()},
+        "phase_seconds": phase_seconds,
+        "rounds": rounds,
     }
     (RESULTS / "throughput.json").write_text(json.dumps(record, indent=2, default=float))
     print(f"wrote {RESULTS / 'throughput.json'}")

@@ -106,3 +106,11 @@ def test_claims_name_the_best_group_and_whether_it_is_clear():
     assert "by final return: hopper: STAC k=80 (CI clear of the other three);" in lines
     assert "by AUC: hopper: STAC k=80 (CI clear of the other three)." in lines
     assert "final return: wins 1, ties 0, losses 1 (hopper k=1: loss; hopper k=80: win)" in lines
+
+
+def test_throughput_medians_are_per_key_and_keep_missing_sb3():
+    import throughput
+
+    rounds = [{"ratios": {"collection_over_raw": r, "stac_over_sb3_a2c": None}} for r in (0.82, 0.56, 0.79)]
+    medians = throughput.median_of(rounds, "ratios")
+    assert medians == {"collection_over_raw": 0.79, "stac_over_sb3_a2c": None}
