@@ -148,8 +148,8 @@ def main() -> None:
     rounds = []
     for index in range(args.rounds):
         rounds.append(measure_round(args.env, args.frames, args.overrides))
-        ratios = ", ".join(f"{k} {v:.2f}" for k, v in rounds[-1]["ratios"].items() if v is not None)
-        print(f"round {index + 1}/{args.rounds}: {ratios}", flush=True)
+        round_ratios = ", ".join(f"{k} {v:.2f}" for k, v in rounds[-1]["ratios"].items() if v is not None)
+        print(f"round {index + 1}/{args.rounds}: {round_ratios}", flush=True)
     rates, ratios = median_of(rounds, "rates"), median_of(rounds, "ratios")
     phase_seconds = {algo: median_of([r["phase_seconds"] for r in rounds], algo) for algo in ("stac", "ac")}
     print(f"medians over {args.rounds} rounds of {args.frames} frames each")
