@@ -3,7 +3,7 @@
     python benchmarks/sample_efficiency.py run --only cartpole_a --seeds 0-4 --jobs 2
     python benchmarks/sample_efficiency.py aggregate
 
-``run`` trains through the recipes (``recipes/common.train``) and writes one JSON per run under
+``run`` trains through the recipes (``train`` in ``recipes/stac_mujoco.py``) and writes one JSON per run under
 ``benchmarks/results/sample_efficiency/<cell>/`` (config, seed, evaluation curve, wall time);
 existing files are skipped, so the matrix fills up over several sessions. ``aggregate`` reads
 every file and writes, per (cell, algo, k): final return mean, IQM and 95% bootstrap CI, and the
@@ -61,7 +61,8 @@ def run_one(job: tuple[str, str, int, int]) -> str:
     """Train one (cell, algo, k, seed) through the recipe and write its result file."""
     cell, algo, k, seed = job
     sys.path.insert(0, str(ROOT / "recipes"))
-    from common import load_config, train
+    from schema import load_config
+    from stac_mujoco import train
 
     name, overrides, _ = CELLS[cell]
     # one process per run (collector_workers=1): --jobs 2 already uses both cores

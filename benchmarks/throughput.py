@@ -52,7 +52,7 @@ def raw_gym_rate(env_id: str, steps: int, seed: int = 0) -> float:
 
 
 def recipe_config(env_id: str, overrides: list[str]):
-    from common import load_config
+    from schema import load_config
 
     name = "config_cartpole" if env_id.startswith("CartPole") else "config_mujoco"
     return load_config(name, [f"env={env_id}", *overrides])
@@ -60,7 +60,8 @@ def recipe_config(env_id: str, overrides: list[str]):
 
 def collection_rate(env_id: str, frames: int, overrides: list[str]) -> float:
     """The recipe's collector (its num_envs and collector_workers) with the recipe's actor."""
-    from common import make_collector, make_env, make_models, start_fresh_episodes
+    from envs import make_collector, make_env, start_fresh_episodes
+    from models import make_models
 
     cfg = recipe_config(env_id, overrides)
     actor, _ = make_models(make_env(env_id, 1), list(cfg.num_cells), "cpu")
@@ -76,7 +77,7 @@ def collection_rate(env_id: str, frames: int, overrides: list[str]) -> float:
 
 
 def training_rate(env_id: str, algo: str, frames: int, overrides: list[str]) -> dict:
-    from common import train
+    from stac_mujoco import train
 
     budget = [f"algo={algo}", f"total_frames={frames}", "logger=none", f"eval_interval={10 * frames}"]
     cfg = recipe_config(env_id, [*budget, f"checkpoint_interval={10 * frames}", "eval_episodes=1", *overrides])

@@ -1,12 +1,214 @@
-"""STAC (or AC with algo=ac) on a Gymnasium MuJoCo task.
+"""STAC (or AC with ``algo=ac``) on a Gymnasium MuJoCo task: the paper's Algorithm 1 as a TorchRL loop.
 
 python recipes/stac_mujoco.py env=Hopper-v4
 python recipes/stac_mujoco.py env=Walker2d-v4 algo=ac seed=3 total_frames=500_000
+python recipes/stac_mujoco.py resume=runs/Hopper-v4/stac/seed0_<time>      # continue in place
+
+Every key of ``schema.StacConfig`` is a ``key=value`` override; ``config_mujoco.yaml`` is the preset.
+The builders live beside this file: ``envs.py``, ``models.py``, ``objectives.py``, ``logs.py``,
+``checkpoints.py``, ``evaluation.py``; ``cli.py`` turns bad input into one ``error:`` line.
 """
 
-from common import hydra_entry_point
+from __future__ import annotations
 
-main = hydra_entry_point("config_mujoco")
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from torchrl.data import LazyTensorStorage, ReplayBuffer
+from torchrl.data.replay_buffers import SamplerWithoutReplacement
+from tqdm import tqdm
+
+import cli
+from checkpoints import (
+    check_resumable,
+    load_checkpoint,
+    restore,
+    run_dir_of,
+    save_checkpoint,
+    seed_everything,
+    training_state,
+)
+from envs import check_env, make_collector, make_env, start_fresh_episodes
+from evaluation import evaluate
+from logs import PhaseTimer, log_scalars, make_logger
+from models import make_models
+from objectives import make_losses, make_optimizer
+from schema import validate
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Train as configured, logging and checkpointing into ``run_dir``; returns a summary.
+
+    With ``resume=<run dir>`` the run continues in that directory (``run_dir`` is ignored).
+    """
+    # ---- check everything before building anything
+    validate(cfg)
+    check_env(cfg.env)
+    resumed, resumed_from = load_checkpoint(cfg.resume) if cfg.resume else (None, None)
+    if resumed is not None:
+        check_resumable(cfg, resumed, cfg.resume)
+        run_dir = run_dir_of(cfg.resume)
+    run_dir = Path(run_dir)
+
+    # ---- build: models, the two players' losses, the hook, optimizers
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    eval_env = make_env(cfg.env, 1, cfg.device)
+    actor, critic = make_models(eval_env, cfg.num_cells, cfg.device)
+    actor_loss, critic_loss, hook = make_losses(cfg, actor, critic)
+    actor_opt = make_optimizer(cfg.optimizer, actor.parameters(), cfg.actor_lr)
+    critic_opt = make_optimizer(cfg.optimizer, critic.parameters(), cfg.critic_lr)
+    stateful = {
+        "actor": actor,
+        "critic": critic,
+        "actor_optimizer": actor_opt,
+        "critic_optimizer": critic_opt,
+        "hook": hook,
+    }
+    counters = {"frames": 0, "iterations": 0, "evaluations": 0}
+    if resumed is not None:
+        counters = restore(stateful, resumed)
+        print(f"resuming {run_dir} from {resumed_from.name} at {counters['frames']} frames", flush=True)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    logger = make_logger(
+        cfg.logger, run_dir, counters["frames"] if resumed else None, resumed.get("logger") if resumed else None
+    )
+    iterations = math.ceil((cfg.total_frames - counters["frames"]) / cfg.frames_per_batch)
+    collector = make_collector(cfg, actor, iterations * cfg.frames_per_batch)
+    critic_batches = None  # full-batch critic steps (the paper) unless critic_minibatch_size is set
+    if cfg.critic_minibatch_size is not None:
+        critic_batches = ReplayBuffer(
+            storage=LazyTensorStorage(cfg.frames_per_batch),
+            sampler=SamplerWithoutReplacement(),
+            batch_size=cfg.critic_minibatch_size,
+        )
+
+    def checkpoint() -> Path:
+        state = training_state(stateful, counters, cfg)
+        state["logger"] = logger.state_dict() if cfg.logger == "wandb" else None
+        return save_checkpoint(run_dir, state)
+
+    progress = tqdm(total=cfg.total_frames, initial=counters["frames"], unit="frames", desc=f"{cfg.algo} {cfg.env}")
+    timer = PhaseTimer()
+    recent_returns: list[float] = []
+    last_eval: list[float] = []
+    last_checkpoint = None
+    next_eval = (counters["frames"] // cfg.eval_interval + 1) * cfg.eval_interval
+    next_checkpoint = (counters["frames"] // cfg.checkpoint_interval + 1) * cfg.checkpoint_interval
+    start_wall = time.perf_counter()
+    # Fresh, seeded episodes at the start and after every checkpoint: a resumed run is bit-identical.
+    start_fresh_episodes(collector, cfg.seed + 1_000 * counters["iterations"])
+
+    tic = time.perf_counter()
+    for batch in collector:  # 1. collect frames_per_batch on-policy transitions
+        timer.add("collect", time.perf_counter() - tic)
+        if batch.batch_dims == 3:  # [workers, envs per worker, T] -> [num_envs, T]
+            batch = batch.reshape(-1, batch.shape[-1])
+        counters["frames"] += batch.numel()
+        counters["iterations"] += 1
+
+        with timer("critic"):
+            # 2. targets with the critic before the inner loop
+            with torch.no_grad():
+                critic_loss.value_estimator(batch)  # value_target: Monte-Carlo returns G_t
+                actor_loss.value_estimator(batch)  # advantage: GAE Â_t
+            if critic_batches is not None:
+                critic_batches.empty()
+                critic_batches.extend(batch.reshape(-1))
+            # 3. the follower's k unrolled steps on L(w) = mean (V_w(s_t) − G_t)²
+            for _ in range(cfg.critic_steps):
+                critic_opt.zero_grad()
+                sample = critic_batches.sample() if critic_batches is not None else batch
+                loss_critic = critic_loss(sample)["loss_critic"]
+                loss_critic.backward()
+                critic_opt.step()
+
+        with timer("actor"):
+            # 4. the leader's partial gradient: .grad = −∂J/∂θ
+            actor_opt.zero_grad()
+            losses = actor_loss(batch)
+            (losses["loss_objective"] + losses.get("loss_entropy", 0.0)).backward()
+        metrics = {"loss/critic": loss_critic.item(), "loss/objective": losses["loss_objective"].item()}
+
+        with timer("implicit"):
+            # 5. the Stackelberg correction: .grad = −dJ/dθ (algo=stac; algo=ac skips it)
+            if hook is not None:
+                diagnostics = hook(batch)
+                metrics.update({f"implicit/{k}": float(v) for k, v in diagnostics.items()})
+
+        with timer("actor"):
+            # 6. the actor's step along the (clipped) total gradient
+            if cfg.max_grad_norm is not None:
+                norm = torch.nn.utils.clip_grad_norm_(actor.parameters(), cfg.max_grad_norm)
+                metrics["actor_grad_norm"] = float(norm)
+            actor_opt.step()
+
+        # 7. log, evaluate, checkpoint
+        finished = batch["next", "episode_reward"][batch["next", "done"]]
+        if finished.numel():
+            recent_returns = (recent_returns + finished.tolist())[-20:]
+            metrics["train/episode_return"] = float(finished.mean())
+        metrics.update(timer.pop())
+        done = counters["frames"] >= cfg.total_frames
+        if counters["frames"] >= next_eval or done:
+            eval_seed = cfg.seed + 10_000 * (1 + counters["evaluations"])
+            last_eval = evaluate(actor, eval_env, cfg.eval_episodes, eval_seed)
+            counters["evaluations"] += 1
+            metrics["eval/return_mean"] = float(np.mean(last_eval))
+            metrics["eval/return_std"] = float(np.std(last_eval))
+            next_eval += cfg.eval_interval
+        log_scalars(logger, metrics, counters["frames"])
+        if counters["frames"] >= next_checkpoint or done:
+            last_checkpoint = checkpoint()
+            next_checkpoint += cfg.checkpoint_interval
+            if not done:
+                start_fresh_episodes(collector, cfg.seed + 1_000 * counters["iterations"])
+        progress.update(batch.numel())
+        postfix = {"return": f"{np.mean(recent_returns):.1f}" if recent_returns else "-"}
+        if last_eval:
+            postfix["eval"] = f"{np.mean(last_eval):.1f}"
+        progress.set_postfix(postfix)
+        tic = time.perf_counter()
+
+    collector.shutdown()
+    progress.close()
+    eval_env.close()  # the collector's shutdown closed the training envs
+    wall = time.perf_counter() - start_wall
+    summary = {
+        "env": cfg.env,
+        "algo": cfg.algo,
+        "seed": cfg.seed,
+        "frames": counters["frames"],
+        "wall_seconds": wall,
+        "eval_return_mean": float(np.mean(last_eval)) if last_eval else float("nan"),
+        "eval_return_std": float(np.std(last_eval)) if last_eval else float("nan"),
+        "run_dir": str(run_dir),
+        "checkpoint": str(last_checkpoint),
+        "phase_seconds": dict(timer.totals),
+    }
+    print(
+        f"done: {cfg.algo} on {cfg.env}, seed {cfg.seed}: {counters['frames']} frames in {wall:.1f} s, "
+        f"eval return {summary['eval_return_mean']:.1f} ± {summary['eval_return_std']:.1f}; "
+        f"logs and checkpoints in {run_dir}"
+    )
+    return summary
+
+
+@hydra.main(config_path=".", config_name="config_mujoco", version_base="1.3")
+@cli.one_line_errors
+def main(cfg: DictConfig) -> None:
+    train(cfg, Path(HydraConfig.get().runtime.output_dir))
+
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -1,7 +1,8 @@
-"""The recipes end to end with tiny budgets, resume equality, and bad-input errors."""
+"""The recipes end to end with tiny budgets: logs, checkpoints, resume in place, λ schedules."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,16 +14,27 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
 sys.path.insert(0, str(RECIPES))
 
-from common import ConfigError, check_config, train  # noqa: E402
-from common import load_config as config  # noqa: E402
+from checkpoints import list_checkpoints  # noqa: E402
+from schema import ConfigError, load_config  # noqa: E402
+from stac_mujoco import train  # noqa: E402
 
 TINY = ["critic_steps=2", "eval_episodes=1", "threads=1", "num_envs=2", "collector_workers=1"]
 
 
-def run_script(script: str, *args: str) -> subprocess.CompletedProcess:
+def run_script(script: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(RECIPES / script), *args], capture_output=True, text=True, cwd=ROOT, timeout=600
+        [sys.executable, str(RECIPES / script), *args], capture_output=True, text=True, cwd=cwd, timeout=600
     )
+
+
+def csv_steps(run_dir: Path, name: str) -> list[int]:
+    rows = (run_dir / "logs" / "scalars" / f"{name}.csv").read_text().splitlines()
+    return [int(float(row.split(",")[0])) for row in rows]
+
+
+def csv_values(run_dir: Path, name: str) -> list[float]:
+    rows = (run_dir / "logs" / "scalars" / f"{name}.csv").read_text().splitlines()
+    return [float(row.split(",")[1]) for row in rows]
 
 
 @pytest.mark.parametrize(
@@ -42,109 +54,176 @@ def test_recipe_end_to_end_writes_logs_and_checkpoint(tmp_path, script, env):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "done: stac on" in result.stdout
-    scalars = tmp_path / "logs" / "scalars"
     for name in (
         "eval/return_mean",
         "loss/critic",
         "loss/objective",
         "implicit/correction_ratio",
         "implicit/solver_iterations",
+        "implicit/regularization",
         "time/collect",
         "time/critic",
         "time/implicit",
         "time/actor",
     ):
-        rows = (scalars / f"{name}.csv").read_text().strip().splitlines()
-        assert len(rows) == 2, name  # one row per iteration
-    assert (tmp_path / "checkpoint.pt").is_file() and (tmp_path / "config.yaml").is_file()
-    evaluation = run_script("evaluate.py", f"checkpoint={tmp_path}", "episodes=2")
+        assert csv_steps(tmp_path, name) == [200, 400], name  # one row per iteration
+    assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == [
+        "frames_000000000400.pt",
+        "frames_000000000200.pt",
+    ]
+    assert (tmp_path / "config.yaml").is_file()
+    evaluation = run_script("evaluate.py", f"checkpoint={tmp_path}", "episodes=2", cwd=tmp_path / "logs")
     assert evaluation.returncode == 0, evaluation.stderr[-3000:]
-    assert f"stac on {env} after 400 frames: return" in evaluation.stdout
+    assert f"stac on {env} after 400 frames (frames_000000000400.pt): return" in evaluation.stdout
+    assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["scalars", "texts", "videos"]  # wrote nothing
 
 
 def test_collector_workers_train(tmp_path):
     overrides = [*TINY, "num_envs=4", "collector_workers=2", "total_frames=400", "frames_per_batch=200"]
-    cfg = config("config_mujoco", overrides)
-    summary = train(cfg, tmp_path)
+    summary = train(load_config("config_mujoco", overrides), tmp_path)
     assert summary["frames"] == 400
 
 
 def test_minibatch_critic_uses_the_replay_buffer(tmp_path, monkeypatch):
-    import common
+    from torchrl.data import ReplayBuffer
 
     sampled = []
-    original = common.ReplayBuffer.sample
+    original = ReplayBuffer.sample
 
     def spy(self, *args, **kwargs):
         batch = original(self, *args, **kwargs)
         sampled.append(batch.shape)
         return batch
 
-    monkeypatch.setattr(common.ReplayBuffer, "sample", spy)
-    cfg = config("config_cartpole", ["total_frames=200", "frames_per_batch=100", "critic_minibatch_size=25", *TINY])
+    monkeypatch.setattr(ReplayBuffer, "sample", spy)
+    cfg = load_config(
+        "config_cartpole", ["total_frames=200", "frames_per_batch=100", "critic_minibatch_size=25", *TINY]
+    )
     train(cfg, tmp_path)
     assert sampled == [torch.Size([25])] * 4  # 2 iterations × critic_steps=2
 
 
+REFERENCE = ROOT / "tests" / "data" / "recipe_reference.pt"
+
+
+@pytest.mark.parametrize("case", ["cartpole_stac", "mujoco_stac", "mujoco_ac"])
+def test_same_parameters_as_before_the_recipe_refactor(tmp_path, case):
+    """``tests/data/recipe_reference.pt`` holds the final actor and critic of three short runs (300 frames,
+    a checkpoint and an episode restart at 200) trained by the recipes before their split into modules
+    (commit 0535813, ``recipes/common.py``). The same seed and overrides must give the same parameters."""
+    reference = torch.load(REFERENCE, weights_only=False)[case]
+    summary = train(load_config(reference["preset"], reference["overrides"]), tmp_path)
+    state = torch.load(summary["checkpoint"], weights_only=False)
+    assert state["counters"] == reference["counters"]
+    for part in ("actor", "critic"):
+        assert state[part].keys() == reference[part].keys()
+        for key, expected in reference[part].items():
+            torch.testing.assert_close(state[part][key], expected, msg=f"{case}: {part}.{key} changed")
+
+
 @pytest.mark.parametrize("name,algo", [("config_cartpole", "stac"), ("config_mujoco", "ac")])
-def test_resume_reproduces_an_uninterrupted_run(tmp_path, name, algo):
+def test_resume_continues_in_place_and_reproduces_an_uninterrupted_run(tmp_path, name, algo):
     common = [f"algo={algo}", "frames_per_batch=100", "eval_interval=100", "checkpoint_interval=100", *TINY]
-    straight = train(config(name, [*common, "total_frames=300"]), tmp_path / "straight")
-    train(config(name, [*common, "total_frames=200"]), tmp_path / "first")
-    resumed = train(config(name, [*common, "total_frames=300", f"resume={tmp_path / 'first'}"]), tmp_path / "resumed")
+    straight = train(load_config(name, [*common, "total_frames=300"]), tmp_path / "straight")
+    train(load_config(name, [*common, "total_frames=200"]), tmp_path / "first")
+    resumed = train(load_config(name, [*common, "total_frames=300", f"resume={tmp_path / 'first'}"]), tmp_path / "x")
+    assert resumed["run_dir"] == str(tmp_path / "first") and not (tmp_path / "x").exists()
     a, b = torch.load(straight["checkpoint"], weights_only=False), torch.load(resumed["checkpoint"], weights_only=False)
     assert a["counters"] == b["counters"] == {"frames": 300, "iterations": 3, "evaluations": 3}
     for part in ("actor", "critic"):
         for key in a[part]:
             assert torch.equal(a[part][key], b[part][key]), f"{part}.{key} differs after resume"
     assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
-    assert a["actor_optimizer"]["state"].keys() == b["actor_optimizer"]["state"].keys()
+    assert csv_steps(tmp_path / "first", "loss/critic") == [100, 200, 300]
+    assert len(list_checkpoints(tmp_path / "first" / "checkpoints")) == 2  # the last two are kept
 
 
-@pytest.mark.parametrize(
-    "overrides,match",
-    [
-        (["env=Hoper-v4"], "Did you mean Hopper-v4"),
-        (["env=NoSuchEnv-v0"], "unknown Gymnasium environment"),
-        (["critic_steps=0"], "critic_steps"),
-        (["regularization=-1"], "regularization"),
-        (["frames_per_batch=0"], "frames_per_batch"),
-        (["algo=ppo"], "algo"),
-        (["logger=neptune"], "logger"),
-        (["resume=/no/such/run"], "no checkpoint"),
-    ],
-)
-def test_bad_config_rejected_before_training(overrides, match):
-    with pytest.raises(ConfigError, match=match):
-        check_config(config("config_mujoco", overrides))
+def test_kill_and_resume_loses_nothing(tmp_path):
+    """``kill -9`` mid-run, then ``resume=<run dir>``: one directory, every frame count logged exactly
+    once, and the same final parameters as a run that was never interrupted."""
+    import time
+
+    args = ["total_frames=12000", "frames_per_batch=500", "checkpoint_interval=2000", "eval_interval=4000", *TINY]
+    command = [sys.executable, str(RECIPES / "stac_cartpole.py"), *args]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    runs = tmp_path / "runs" / "CartPole-v1" / "stac"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        run_dirs = list(runs.glob("seed0_*")) if runs.is_dir() else []
+        checkpoints = list_checkpoints(run_dirs[0] / "checkpoints") if run_dirs else []
+        log = run_dirs[0] / "logs" / "scalars" / "loss" / "critic.csv" if run_dirs else None
+        if checkpoints and log.is_file() and csv_steps(run_dirs[0], "loss/critic")[-1] > _frames(checkpoints[0]):
+            process.kill()  # SIGKILL: no clean-up runs
+            break
+        time.sleep(0.02)
+    process.wait()
+    assert process.returncode == -9, f"the run ended before it could be killed: {process.stderr.read()[-2000:]}"
+    (run_dir,) = runs.iterdir()
+    saved = _frames(list_checkpoints(run_dir / "checkpoints")[0])
+    assert csv_steps(run_dir, "loss/critic")[-1] > saved  # rows after the checkpoint: the resume must drop them
+
+    resumed = subprocess.run([*command, f"resume={run_dir}"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming {run_dir} from frames_{saved:012d}.pt at {saved} frames" in resumed.stdout
+    assert list(runs.iterdir()) == [run_dir]  # one run, one directory
+    assert csv_steps(run_dir, "loss/critic") == list(range(500, 12001, 500))
+    assert csv_steps(run_dir, "eval/return_mean") == [4000, 8000, 12000]
+
+    straight = subprocess.run(
+        [*command, f"hydra.run.dir={tmp_path / 'straight'}"], cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    a = torch.load(list_checkpoints(run_dir / "checkpoints")[0], weights_only=False)
+    b = torch.load(list_checkpoints(tmp_path / "straight" / "checkpoints")[0], weights_only=False)
+    for part in ("actor", "critic"):
+        for key in a[part]:
+            assert torch.equal(a[part][key], b[part][key]), f"{part}.{key} differs after kill and resume"
+    assert csv_values(run_dir, "loss/critic") == csv_values(tmp_path / "straight", "loss/critic")
 
 
-def test_mujoco_missing_says_what_to_install(monkeypatch):
-    import importlib.util
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mujoco" else real(name, *a))
-    with pytest.raises(ConfigError, match=r"pip install 'gymnasium\[mujoco\]'"):
-        check_config(config("config_mujoco", ["env=Walker2d-v4"]))
+def _frames(checkpoint: Path) -> int:
+    return int(checkpoint.stem.split("_")[1])
 
 
-def test_resume_from_another_env_rejected(tmp_path):
-    train(config("config_cartpole", ["total_frames=100", "frames_per_batch=100", *TINY]), tmp_path)
-    with pytest.raises(ConfigError, match="trained on CartPole-v1"):
-        check_config(config("config_mujoco", [f"resume={tmp_path}"]))
+def test_truncated_checkpoint_falls_back_or_names_the_previous_one(tmp_path):
+    common = ["frames_per_batch=100", "checkpoint_interval=100", "eval_interval=100", *TINY]
+    train(load_config("config_cartpole", [*common, "total_frames=300"]), tmp_path)
+    newest, previous = list_checkpoints(tmp_path / "checkpoints")
+    newest.write_bytes(newest.read_bytes()[:1000])  # torn, as by a full disk
+    with pytest.raises(
+        ConfigError, match=f"corrupted or truncated .* previous good checkpoint is {re.escape(str(previous))}"
+    ):
+        train(load_config("config_cartpole", [*common, "total_frames=400", f"resume={newest}"]), tmp_path)
+    result = run_script("stac_cartpole.py", *common, "total_frames=400", f"resume={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"warning: {newest.name} is unreadable" in result.stdout and f"resuming from {previous}" in result.stdout
+    assert csv_steps(tmp_path, "loss/critic") == [100, 200, 300, 400]  # the rows after 200 were re-run
 
 
-def test_cli_error_is_one_clear_line(tmp_path):
-    result = run_script("stac_mujoco.py", "env=Hoper-v4", f"hydra.run.dir={tmp_path}")
-    assert result.returncode != 0
-    assert "error: unknown Gymnasium environment 'Hoper-v4'. Did you mean Hopper-v4" in result.stderr
-    assert "Traceback" not in result.stderr
+def test_resume_with_other_settings_lists_what_to_pass(tmp_path):
+    train(load_config("config_cartpole", ["total_frames=100", "frames_per_batch=100", *TINY]), tmp_path)
+    with pytest.raises(ConfigError, match="trained with env=CartPole-v1 .*pass the same values"):
+        train(load_config("config_mujoco", [*TINY, f"resume={tmp_path}"]), tmp_path)
+    with pytest.raises(ConfigError, match="already has 100 frames"):
+        train(
+            load_config("config_cartpole", ["total_frames=100", "frames_per_batch=100", *TINY, f"resume={tmp_path}"]),
+            tmp_path,
+        )
+
+
+def test_regularization_schedule_from_the_command_line(tmp_path):
+    """λ = floor + (start − floor) 2^(−update / half_life), logged per update."""
+    schedule = ["regularization=8", "regularization_decay=exp", "regularization_half_life=2", "regularization_floor=1"]
+    train(load_config("config_cartpole", ["total_frames=300", "frames_per_batch=100", *TINY, *schedule]), tmp_path)
+    expected = [1 + 7 * 2 ** (-update / 2) for update in range(3)]
+    assert csv_values(tmp_path, "implicit/regularization") == pytest.approx(expected, rel=1e-6)
 
 
 def test_collector_workers_act_with_the_latest_weights():
-    from common import make_collector, make_env, make_models, start_fresh_episodes
+    from envs import make_collector, make_env, start_fresh_episodes
+    from models import make_models
 
-    cfg = config("config_mujoco", [*TINY, "num_envs=4", "collector_workers=2", "frames_per_batch=200"])
+    cfg = load_config("config_mujoco", [*TINY, "num_envs=4", "collector_workers=2", "frames_per_batch=200"])
     actor, _ = make_models(make_env(cfg.env), cfg.num_cells, "cpu")
     collector = make_collector(cfg, actor, total_frames=400)
     start_fresh_episodes(collector, 0)

@@ -1,0 +1,166 @@
+"""Training state on disk: atomic checkpoints (the last two kept), RNG state, and resuming.
+
+A run directory holds ``checkpoints/frames_<frames>.pt``. Each is written to a temporary file,
+flushed to disk and renamed, so a kill at any moment leaves the previous checkpoints intact; the
+newest readable one is the one to resume from.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from schema import RESUME_MAY_CHANGE, ConfigError
+
+CHECKPOINT_DIR = "checkpoints"
+KEEP = 2
+_NAME = re.compile(r"frames_(\d+)\.pt")
+
+
+def rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def training_state(stateful: dict[str, Any], counters: dict[str, int], cfg: DictConfig) -> dict[str, Any]:
+    """Everything a resume needs: each object's ``state_dict()``, counters, RNGs and the config."""
+    state = {name: obj.state_dict() if obj is not None else None for name, obj in stateful.items()}
+    state.update(counters=dict(counters), rng=rng_state(), config=OmegaConf.to_container(cfg, resolve=True))
+    return state
+
+
+def restore(stateful: dict[str, Any], state: dict[str, Any]) -> dict[str, int]:
+    """Load each object's state and the RNGs; returns the counters."""
+    for name, obj in stateful.items():
+        if obj is not None and state.get(name) is not None:
+            obj.load_state_dict(state[name])
+    set_rng_state(state["rng"])
+    return dict(state["counters"])
+
+
+def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:
+    """Write ``checkpoints/frames_<frames>.pt`` atomically, then keep only the newest ``KEEP``."""
+    directory = Path(run_dir) / CHECKPOINT_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"frames_{state['counters']['frames']:012d}.pt"
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as file:
+        torch.save(state, file)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(tmp, path)
+    for old in list_checkpoints(directory)[KEEP:]:
+        old.unlink()
+    return path
+
+
+def list_checkpoints(directory: Path) -> list[Path]:
+    """Checkpoint files in ``directory``, newest (most frames) first."""
+    if not directory.is_dir():
+        return []
+    found = [p for p in directory.iterdir() if _NAME.fullmatch(p.name)]
+    return sorted(found, key=lambda p: int(_NAME.fullmatch(p.name).group(1)), reverse=True)
+
+
+def run_dir_of(location: str | Path) -> Path:
+    """The run directory of ``location``: a run directory itself, or a checkpoint file inside one."""
+    path = Path(location)
+    if path.is_file() and path.parent.name == CHECKPOINT_DIR:
+        return path.parent.parent
+    return path.parent if path.is_file() else path
+
+
+def _read(path: Path) -> dict[str, Any]:
+    state = torch.load(path, weights_only=False, map_location="cpu")
+    if not isinstance(state, dict) or "counters" not in state:
+        raise ValueError("not a torchrl-stac checkpoint")
+    return state
+
+
+def load_checkpoint(location: str, key: str = "resume") -> tuple[dict[str, Any], Path]:
+    """The checkpoint at ``location`` (a file, or a run directory's newest readable one) and its path.
+
+    A run directory whose newest checkpoint is unreadable (e.g. truncated) falls back to the
+    previous one and says so; an unreadable file named explicitly is an error naming the previous
+    good checkpoint. ``key`` names the override in messages.
+    """
+    path = Path(location)
+    if path.is_dir():
+        candidates = list_checkpoints(path / CHECKPOINT_DIR)
+        if not candidates:
+            raise ConfigError(f"{key}={location}: no checkpoint in {path / CHECKPOINT_DIR}.")
+        failures = []
+        for candidate in candidates:
+            try:
+                state = _read(candidate)
+            except Exception as error:  # noqa: BLE001 - any unreadable file: try the previous one
+                failures.append(f"{candidate.name} is unreadable ({_reason(error)})")
+                continue
+            if failures:
+                print(f"warning: {'; '.join(failures)}; resuming from {candidate}.", flush=True)
+            return state, candidate
+        raise ConfigError(f"{key}={location}: every checkpoint is unreadable: {'; '.join(failures)}.")
+    if not path.is_file():
+        raise ConfigError(f"{key}={location}: no run directory or checkpoint file there.")
+    try:
+        return _read(path), path
+    except Exception as error:  # noqa: BLE001
+        older = [p for p in list_checkpoints(path.parent) if p != path and _readable(p)]
+        hint = f" The previous good checkpoint is {older[0]}: pass {key}={older[0]}." if older else ""
+        raise ConfigError(f"{key}={location}: the file is corrupted or truncated ({_reason(error)}).{hint}") from None
+
+
+def _readable(path: Path) -> bool:
+    try:
+        _read(path)
+    except Exception:  # noqa: BLE001
+        return False
+    return True
+
+
+def _reason(error: Exception) -> str:
+    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no detail'}"
+
+
+def check_resumable(cfg: DictConfig, state: dict[str, Any], location: str) -> None:
+    """A resumed run must keep the keys that define the experiment; the message lists what to pass."""
+    saved = state["config"]
+    current = OmegaConf.to_container(cfg, resolve=True)
+    changed = {k: v for k, v in saved.items() if k not in RESUME_MAY_CHANGE and current.get(k) != v}
+    if changed:
+        overrides = " ".join(f"{k}={_as_override(v)}" for k, v in changed.items())
+        raise ConfigError(
+            f"resume={location} was trained with {overrides}; pass the same values (only "
+            f"{', '.join(sorted(RESUME_MAY_CHANGE - {'resume'}))} may change on resume)."
+        )
+    if state["counters"]["frames"] >= cfg.total_frames:
+        raise ConfigError(
+            f"resume={location} already has {state['counters']['frames']} frames >= total_frames={cfg.total_frames}: "
+            "raise total_frames to train on."
+        )
+
+
+def _as_override(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, list):
+        return "[" + ",".join(str(v) for v in value) + "]"
+    return str(value).lower() if isinstance(value, bool) else str(value)

@@ -1,0 +1,101 @@
+"""Running a recipe from the command line: where its run lives, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import re
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import fields
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from checkpoints import run_dir_of
+from schema import ConfigError, StacConfig, allowed, unknown_key
+
+
+def _run_dir(resume: str | None, fresh: str) -> str:
+    """``hydra.run.dir``: a resumed run continues in its own directory; otherwise ``fresh``."""
+    return str(run_dir_of(resume)) if resume else fresh
+
+
+def _hydra_subdir(resume: str | None, now: str) -> str:
+    """Hydra's record of the command line; a resume keeps the original one and adds its own."""
+    return f".hydra/resumed_{now}" if resume else ".hydra"
+
+
+OmegaConf.register_new_resolver("stac_run_dir", _run_dir, replace=True)
+OmegaConf.register_new_resolver("stac_hydra_subdir", _hydra_subdir, replace=True)
+
+
+def run(main: Callable[[], None], schema: type = StacConfig) -> None:
+    """Call a ``@hydra.main`` function; a config Hydra cannot compose ends in one ``error:`` line.
+
+    Hydra's composition errors (a wrong type, an unknown key) reach this function as exceptions and
+    leave with exit status 1; the task's own checks are :func:`one_line_errors`'s job.
+    """
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra's errors reach this function as exceptions
+    try:
+        main()
+    except (HydraException, OmegaConfBaseException) as error:
+        sys.exit(f"error: {composition_error(error, schema)}")
+
+
+def one_line_errors(task: Callable[[DictConfig], None]) -> Callable[[DictConfig], None]:
+    """Wrap a Hydra task: bad input (:class:`ConfigError`) or non-finite training values exit with one line.
+
+    A run stopped by its checks leaves no directory behind; any other exception is a bug and keeps
+    its traceback.
+    """
+
+    @functools.wraps(task)
+    def wrapped(cfg: DictConfig) -> None:
+        try:
+            task(cfg)
+        except ConfigError as error:
+            _discard_hydra_output()
+            sys.exit(f"error: {error}")
+        except FloatingPointError as error:
+            sys.exit(f"error: training stopped, {error} The checkpoints written so far are intact.")
+
+    return wrapped
+
+
+def _discard_hydra_output() -> None:
+    """A run stopped by its checks leaves nothing: Hydra's record of it and its directory if now empty."""
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    output = Path(hydra_cfg.runtime.output_dir)
+    if hydra_cfg.output_subdir:
+        shutil.rmtree(output / hydra_cfg.output_subdir, ignore_errors=True)
+    cwd = Path.cwd().resolve()
+    directory = output.resolve()
+    if directory == cwd or directory in cwd.parents:
+        return  # never the working directory or above it
+    with contextlib.suppress(OSError):  # only empty directories: rmdir refuses the others
+        directory.rmdir()
+        while (directory := directory.parent) != cwd and cwd in directory.parents:
+            directory.rmdir()
+
+
+def composition_error(error: Exception, schema: type) -> str:
+    """One line for an error Hydra raised while composing the config from the command line."""
+    cause = error.__cause__ if isinstance(error.__cause__, OmegaConfBaseException) else error
+    key = getattr(cause, "full_key", None) or ""
+    name = re.split(r"[.\[]", key)[0]
+    known = {f.name for f in fields(schema)}
+    if name and name not in known and isinstance(cause, ConfigKeyError | AttributeError):
+        return str(unknown_key(schema, name))
+    override = re.search(r"override (\S+?)=(\S*)", str(error))
+    if name in known and override:
+        return f"{name}={override.group(2)!r} is not allowed: expected {allowed(schema, name)}."
+    lines = [line.strip() for line in f"{error}\n{cause if cause is not error else ''}".splitlines()]
+    return " ".join(line for line in lines if line and not line.startswith(("full_key", "object_type")))

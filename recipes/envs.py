@@ -1,0 +1,91 @@
+"""Environments and collectors: checking an env id, building envs, the on-policy collector."""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+from functools import partial
+
+import gymnasium
+import torch
+from omegaconf import DictConfig
+from torchrl.collectors import Collector, MultiSyncCollector
+from torchrl.envs import Compose, DoubleToFloat, GymEnv, GymWrapper, InitTracker, RewardSum, StepCounter, TransformedEnv
+
+from schema import ConfigError
+
+
+def check_env(env_id: str) -> None:
+    """The env must exist, build with the installed packages, and have the spaces the recipes use.
+
+    Unknown ids get close matches; a missing package (MuJoCo, Box2D, ...) says what to install;
+    the observation must be a flat ``Box`` (a vector) and the actions ``Box`` or ``Discrete``.
+    """
+    if env_id not in gymnasium.registry:
+        close = difflib.get_close_matches(env_id, list(gymnasium.registry), n=3, cutoff=0.6)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(f"env={env_id!r}: unknown Gymnasium environment.{hint}")
+    if "mujoco" in str(gymnasium.registry[env_id].entry_point) and importlib.util.find_spec("mujoco") is None:
+        raise ConfigError(f"env={env_id!r} needs MuJoCo: pip install 'gymnasium[mujoco]'.")
+    try:
+        env = gymnasium.make(env_id)
+    except gymnasium.error.DependencyNotInstalled as error:
+        raise ConfigError(f"env={env_id!r} needs a package that is not installed: {error}") from None
+    observation, action = env.observation_space, env.action_space
+    env.close()
+    if not isinstance(observation, gymnasium.spaces.Box) or len(observation.shape) != 1:
+        raise ConfigError(
+            f"env={env_id!r} observes {observation}; the recipes need a flat Box observation (a vector of floats)."
+        )
+    if not isinstance(action, gymnasium.spaces.Box | gymnasium.spaces.Discrete):
+        raise ConfigError(f"env={env_id!r} acts in {action}; the recipes need Box or Discrete actions.")
+
+
+def make_env(env_id: str, num_envs: int = 1, device: str = "cpu") -> TransformedEnv:
+    """A Gymnasium env with counters and sums; batch ``[num_envs]`` when num_envs > 1.
+
+    Several envs are stepped in this process by one gymnasium ``SyncVectorEnv`` (one policy call per
+    step for all of them); its auto-reset is disabled so that torchrl resets finished envs itself.
+    """
+    if num_envs > 1:
+        vector_env = gymnasium.make_vec(
+            env_id,
+            num_envs=num_envs,
+            vectorization_mode="sync",
+            vector_kwargs={"autoreset_mode": gymnasium.vector.AutoresetMode.DISABLED},
+        )
+        base = GymWrapper(vector_env, device=device)
+    else:
+        base = GymEnv(env_id, device=device)
+    return TransformedEnv(base, Compose(DoubleToFloat(), StepCounter(), InitTracker(), RewardSum()))
+
+
+def make_collector(cfg: DictConfig, actor, total_frames: int) -> Collector | MultiSyncCollector:
+    """On-policy collector: in this process, or ``collector_workers`` processes splitting ``num_envs``.
+
+    Episodes run on across batches (a batch's last step bootstraps from the critic). With several
+    workers, each holds a copy of the actor refreshed before every batch and the batch is stacked
+    ``[workers, num_envs / workers, T]``.
+    """
+    if cfg.collector_workers == 1:
+        env = make_env(cfg.env, cfg.num_envs, cfg.device)
+        return Collector(
+            env, actor, frames_per_batch=cfg.frames_per_batch, total_frames=total_frames, device=cfg.device
+        )
+    worker_env = partial(make_env, cfg.env, cfg.num_envs // cfg.collector_workers, cfg.device)
+    return MultiSyncCollector(
+        [worker_env] * cfg.collector_workers,
+        actor,
+        frames_per_batch=cfg.frames_per_batch,
+        total_frames=total_frames,
+        device=cfg.device,
+        cat_results="stack",
+        update_at_each_batch=True,  # on-policy: workers act with the weights of the latest actor step
+        num_threads=torch.get_num_threads(),  # keep this process's threads for the update
+    )
+
+
+def start_fresh_episodes(collector: Collector | MultiSyncCollector, seed: int) -> None:
+    """Seed the collector's envs (and its workers' torch/numpy RNGs) and reset every env."""
+    collector.set_seed(seed)
+    collector.reset()

@@ -1,0 +1,213 @@
+"""The recipes' configuration schema: every key with its type, default and allowed values.
+
+``StacConfig`` is a Hydra structured config, stored in Hydra's ConfigStore as ``stac_schema``;
+``config_mujoco.yaml`` and ``config_cartpole.yaml`` are presets over it. Hydra rejects a value of
+the wrong type (``critic_steps=1.5``) or an unknown key while composing; :func:`validate` then
+checks ranges, choices and the rules that tie keys together. Both end in one line naming the key,
+the value and what is allowed (see ``cli.py``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import math
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, ListConfig
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot train; the message says what to change."""
+
+
+def _key(
+    default: Any,
+    *,
+    choices: tuple | None = None,
+    low: float | None = None,
+    high: float | None = None,
+    above: float | None = None,
+) -> Any:
+    """A schema field: ``choices``, or bounds ``low <= value <= high`` / ``value > above``."""
+    metadata = {"choices": choices, "low": low, "high": high, "above": above}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class StacConfig:
+    """STAC / AC on a Gymnasium task. Defaults: the MuJoCo preset (the paper's Figure 1 settings)."""
+
+    env: str = "Hopper-v4"  # any Gymnasium id with a flat Box observation and Box or Discrete actions
+    seed: int = 0  # seeds torch, numpy, python and the envs
+    algo: str = _key("stac", choices=("stac", "ac"))  # ac: the same run without the correction
+    total_frames: int = _key(1_000_000, low=1)  # environment steps to train for
+    frames_per_batch: int = _key(4000, low=1)  # one actor step and k critic steps per batch
+    num_envs: int = _key(32, low=1)  # envs stepped together; batches of shape [num_envs, T]
+    collector_workers: int = _key(2, low=1)  # processes splitting num_envs; 1: in this process
+    critic_steps: int = _key(80, low=1)  # k, unrolled critic steps per batch (paper: k in {1, 80})
+    regularization: float = _key(500.0, low=0.0)  # λ (at the first update, when it decays)
+    regularization_decay: str = _key("none", choices=("none", "exp"))  # exp: λ halves every half-life
+    regularization_half_life: float = _key(100.0, above=0.0)  # in actor updates (batches)
+    regularization_floor: float = _key(0.0, low=0.0)  # λ decays towards this value
+    actor_lr: float = _key(0.05, above=0.0)  # αθ (paper, Figure 1)
+    critic_lr: float = _key(0.01, above=0.0)  # αw (paper, Figure 1)
+    optimizer: str = _key("sgd", choices=("sgd", "adam"))  # sgd: the paper's plain gradient steps
+    gamma: float = _key(0.99, low=0.0, high=1.0)
+    gae_lambda: float = _key(0.95, low=0.0, high=1.0)  # GAE for the actor's advantages
+    normalize_advantage: bool = True  # Â / std(Â): scale-free actor learning rates
+    max_grad_norm: float | None = _key(1.0, above=0.0)  # clip the actor's total gradient; null: off
+    entropy_coeff: float | None = _key(None, low=0.0)  # no entropy bonus in the paper
+    critic_minibatch_size: int | None = _key(None, low=1)  # null: full-batch critic steps (paper)
+    cg_iterations: int = _key(10, low=1)
+    hessian: str = _key("exact", choices=("exact", "gauss_newton"))  # critic Hessian in the solve
+    curvature_fallback: str | None = _key("gauss_newton", choices=("gauss_newton", None))
+    start_states: str = _key("all", choices=("all", "initial"))
+    num_cells: list[int] = _key([64, 64], low=1)  # tanh MLPs for actor and critic (paper)
+    eval_interval: int = _key(20_000, low=1)  # frames between deterministic evaluations
+    eval_episodes: int = _key(5, low=1)
+    checkpoint_interval: int = _key(100_000, low=1)  # frames between checkpoints (the last two kept)
+    resume: str | None = None  # a run directory (continues in it) or one of its checkpoint files
+    logger: str = _key("csv", choices=("csv", "tensorboard", "wandb", "none"))
+    device: str = "cpu"  # torch device: cpu, cuda, cuda:1, ...
+    threads: int = _key(0, low=0)  # torch threads; 0 keeps torch's default
+
+
+@dataclass
+class EvaluateConfig:
+    """``recipes/evaluate.py``: deterministic returns of a saved run."""
+
+    checkpoint: str = "???"  # a run directory or one of its checkpoint files (required)
+    episodes: int = _key(10, low=1)
+    seed: int = 12345
+    device: str = "cpu"
+
+
+ConfigStore.instance().store(name="stac_schema", node=StacConfig)
+ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
+
+SCHEMAS = (StacConfig, EvaluateConfig)
+# Keys whose change would make a resumed run a different experiment.
+RESUME_MAY_CHANGE = frozenset(
+    {"total_frames", "resume", "logger", "eval_interval", "eval_episodes", "checkpoint_interval", "threads", "device"}
+)
+
+
+def _schema_for(cfg: DictConfig) -> type:
+    return EvaluateConfig if "checkpoint" in cfg else StacConfig
+
+
+def allowed(schema: type, name: str) -> str:
+    """What ``name`` accepts, in words (for error messages)."""
+    meta = next(f for f in fields(schema) if f.name == name).metadata
+    if meta.get("choices"):
+        return "one of " + ", ".join("null" if c is None else repr(c) for c in meta["choices"])
+    hint = typing.get_type_hints(schema)[name]
+    optional = isinstance(hint, types.UnionType) and type(None) in typing.get_args(hint)
+    base = next(t for t in typing.get_args(hint) if t is not type(None)) if optional else hint
+    if typing.get_origin(base) is list:
+        noun = "a non-empty list of integers"
+    else:
+        noun = {int: "an integer", float: "a finite number", bool: "true or false", str: "a string"}[base]
+    if meta.get("low") is not None and meta.get("high") is not None:
+        noun += f" in [{meta['low']:g}, {meta['high']:g}]"
+    elif meta.get("low") is not None:
+        noun += f" >= {meta['low']:g}"
+    if meta.get("above") is not None:
+        noun += f" > {meta['above']:g}"
+    return ("null or " if optional else "") + noun
+
+
+def _bad(schema: type, name: str, value: Any) -> ConfigError:
+    shown = "null" if value is None else repr(value)
+    return ConfigError(f"{name}={shown} is not allowed: expected {allowed(schema, name)}.")
+
+
+def _in_range(value: Any, meta: dict) -> bool:
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    if meta.get("low") is not None and value < meta["low"]:
+        return False
+    if meta.get("high") is not None and value > meta["high"]:
+        return False
+    return meta.get("above") is None or value > meta["above"]
+
+
+def unknown_key(schema: type, name: str) -> ConfigError:
+    close = difflib.get_close_matches(name, [f.name for f in fields(schema)], n=1)
+    hint = f" Did you mean {close[0]}?" if close else ""
+    return ConfigError(f"{name} is not a key of this recipe.{hint} `--cfg job` lists the keys.")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check every key against the schema and the cross-key rules; raises :class:`ConfigError`."""
+    schema = _schema_for(cfg)
+    names = {f.name for f in fields(schema)}
+    for name in cfg:
+        if name not in names:
+            raise unknown_key(schema, str(name))
+    for spec in fields(schema):
+        value = cfg[spec.name]
+        if value is None:
+            continue  # non-optional keys cannot be null: Hydra rejects that while composing
+        meta = spec.metadata
+        if meta.get("choices") and value not in meta["choices"]:
+            raise _bad(schema, spec.name, value)
+        items = list(value) if isinstance(value, ListConfig) else [value]
+        if isinstance(value, ListConfig) and not items:
+            raise _bad(schema, spec.name, list(value))
+        if not all(isinstance(v, bool) or _in_range(v, meta) for v in items if not isinstance(v, str)):
+            raise _bad(schema, spec.name, list(value) if isinstance(value, ListConfig) else value)
+    check_device(cfg.device)
+    if schema is StacConfig:
+        _check_training_rules(cfg)
+
+
+def _check_training_rules(cfg: DictConfig) -> None:
+    if cfg.frames_per_batch % cfg.num_envs:
+        raise ConfigError(f"frames_per_batch={cfg.frames_per_batch} must be a multiple of num_envs={cfg.num_envs}.")
+    if cfg.num_envs % cfg.collector_workers:
+        raise ConfigError(f"num_envs={cfg.num_envs} must be a multiple of collector_workers={cfg.collector_workers}.")
+    if cfg.critic_minibatch_size is not None and cfg.critic_minibatch_size > cfg.frames_per_batch:
+        raise ConfigError(
+            f"critic_minibatch_size={cfg.critic_minibatch_size} must be <= frames_per_batch={cfg.frames_per_batch}."
+        )
+    if cfg.regularization_decay != "none" and cfg.regularization_floor > cfg.regularization:
+        raise ConfigError(
+            f"regularization_floor={cfg.regularization_floor} must be <= regularization={cfg.regularization} "
+            "(λ decays from regularization towards the floor)."
+        )
+    package = {"tensorboard": "tensorboard", "wandb": "wandb"}.get(cfg.logger)
+    if package and importlib.util.find_spec(package) is None:
+        raise ConfigError(f"logger={cfg.logger} needs {package}: pip install {package}.")
+
+
+def check_device(device: str) -> None:
+    """The device must parse and exist on this machine."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"device={device!r} is not a torch device: use cpu, cuda or cuda:<index>.") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={device!r}: CUDA is not available on this machine; use device=cpu.")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ConfigError(f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA device(s).")
+    elif parsed.type not in ("cpu", "mps"):
+        raise ConfigError(f"device={device!r}: the recipes run on cpu or cuda.")
+
+
+def load_config(config_name: str, overrides: list[str]) -> DictConfig:
+    """``recipes/<config_name>.yaml`` with command-line-style overrides, outside a Hydra app (tests)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parent), version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides)

@@ -1,0 +1,106 @@
+"""Bad input, run as a user would (the recipe's command line): one ``error:`` line, exit status ≠ 0,
+no traceback, and no run directory left behind."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "recipes"
+sys.path.insert(0, str(RECIPES))
+
+BOX2D = importlib.util.find_spec("Box2D") is not None
+
+BAD_INPUTS = [
+    (["regularization=abc"], "regularization='abc' is not allowed: expected a finite number >= 0."),
+    (["critic_steps=1.5"], "critic_steps='1.5' is not allowed: expected an integer >= 1."),
+    (["critic_steps=0"], "critic_steps=0 is not allowed: expected an integer >= 1."),
+    (["total_frames=-5"], "total_frames=-5 is not allowed: expected an integer >= 1."),
+    (["actor_lr=nan"], "actor_lr=nan is not allowed: expected a finite number > 0."),
+    (["num_envs=0"], "num_envs=0 is not allowed: expected an integer >= 1."),
+    (["optimizer=rmsprop"], "optimizer='rmsprop' is not allowed: expected one of 'sgd', 'adam'."),
+    (["logger=foo"], "logger='foo' is not allowed: expected one of 'csv', 'tensorboard', 'wandb', 'none'."),
+    (["hessian=foo"], "hessian='foo' is not allowed: expected one of 'exact', 'gauss_newton'."),
+    (["critic_stepz=3"], "critic_stepz is not a key of this recipe. Did you mean critic_steps?"),
+    (["+critic_stepz=3"], "critic_stepz is not a key of this recipe. Did you mean critic_steps?"),
+    (["num_cells=[64,x]"], "num_cells='[64,x]' is not allowed: expected a non-empty list of integers >= 1."),
+    (["regularization_decay=linear"], "regularization_decay='linear' is not allowed: expected one of 'none', 'exp'."),
+    (["regularization_decay=exp", "regularization_floor=600"], "regularization_floor=600.0 must be <= regularization"),
+    (["frames_per_batch=1000", "num_envs=3"], "frames_per_batch=1000 must be a multiple of num_envs=3."),
+    pytest.param(
+        ["device=cuda"],
+        "device='cuda': CUDA is not available on this machine; use device=cpu.",
+        marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA"),
+    ),
+    (["device=tpu9"], "device='tpu9' is not a torch device"),
+    (["env=Hoper-v4"], "env='Hoper-v4': unknown Gymnasium environment. Did you mean Hopper-v4"),
+    (["env=FrozenLake-v1"], "env='FrozenLake-v1' observes Discrete(16); the recipes need a flat Box observation"),
+    pytest.param(
+        ["env=LunarLanderContinuous-v3"],
+        "env='LunarLanderContinuous-v3' needs a package that is not installed: Box2D is not installed",
+        marks=pytest.mark.skipif(BOX2D, reason="Box2D is installed here"),
+    ),
+    (["resume=/no/such/run"], "resume=/no/such/run: no checkpoint in /no/such/run/checkpoints."),
+]
+
+
+@pytest.mark.parametrize("overrides,message", BAD_INPUTS, ids=lambda v: " ".join(v) if isinstance(v, list) else "")
+def test_bad_input_is_one_line(tmp_path, overrides, message):
+    result = subprocess.run(
+        [sys.executable, str(RECIPES / "stac_mujoco.py"), *overrides],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {errors[0][7:]}"] and message in errors[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr + result.stdout
+    assert list(tmp_path.iterdir()) == []  # the failed run left nothing behind
+
+
+def test_corrupted_checkpoint_is_one_line(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    bad = run_dir / "checkpoints" / "frames_000000001000.pt"
+    bad.write_bytes(b"not a checkpoint")
+    for location, message in [(bad, "the file is corrupted or truncated"), (run_dir, "every checkpoint is unreadable")]:
+        result = subprocess.run(
+            [sys.executable, str(RECIPES / "stac_mujoco.py"), f"resume={location}"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=300,
+        )
+        assert result.returncode != 0 and "Traceback" not in result.stderr
+        assert f"error: resume={location}: {message}" in result.stderr
+
+
+def test_mujoco_missing_says_what_to_install(monkeypatch):
+    from envs import check_env
+    from schema import ConfigError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mujoco" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"pip install 'gymnasium\[mujoco\]'"):
+        check_env("Walker2d-v4")
+
+
+def test_evaluate_bad_input_is_one_line(tmp_path):
+    for args, message in [((), "checkpoint"), (("checkpoint=/no/such", "episodes=0"), "episodes=0 is not allowed")]:
+        result = subprocess.run(
+            [sys.executable, str(RECIPES / "evaluate.py"), *args],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=300,
+        )
+        assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+        assert message in result.stderr and list(tmp_path.iterdir()) == []
