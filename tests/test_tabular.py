@@ -334,3 +334,54 @@ def test_q_critic_estimators(episodes_q, start_states):
     target_terms = 2 * d_pi[s] - 2 * c_sa[s, a][:, None] * dQ[s, a]
     assert Q.abs().max() > 0
     assert_within_standard_errors(estimate, target_terms.mean(0), per_episode(terms - target_terms, episode), 1.0 / n)
+
+
+@pytest.mark.parametrize("start_states", ["all", "initial"])
+def test_ppo_importance_weighted_estimator_after_theta_moved(episodes_v, start_states):
+    """A PPO epoch later θ has moved off the behaviour policy θ_old that sampled the batch.
+
+    With ``ClipPPOLoss`` as the leader the correction weights each step by ρ_t = π_θ/π_old
+    (``torchrl_stac.leaders``); its target is the mixed term of PPO's local surrogate,
+    −2 E[c(s) ∂Ṽ_θ(s)/∂θ] with ∂Ṽ_θ(s)/∂θ = Σ_s' D_old(s, s') Σ_a ∇π_θ(a|s') Q^old(s', a),
+    D_old = (I − γ P_old)⁻¹. The log-probability surrogate without ρ misses it.
+    """
+    from torchrl.objectives import ClipPPOLoss
+
+    mdp, td, episode, steps = episodes_v
+    td = td.clone()
+    actor, critic = make_players(mdp, "v")
+    W_new = mdp.W + 0.4 * torch.randn(A, S, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    with torch.no_grad():
+        actor.module[0].module.weight.copy_(W_new)
+        v_w = critic(td.select("observation"))["state_value"].squeeze(-1)
+    s, a = td["observation"].argmax(-1), td["action"].argmax(-1)
+    G = td["value_target"].squeeze(-1)
+    td["advantage"] = (G - v_w).unsqueeze(-1)  # Ψ = G − V_w: a state baseline
+    td["action_log_prob"] = torch.log(mdp.policy(mdp.W))[s, a]  # the behaviour policy's log π_old(a|s)
+    ppo = ClipPPOLoss(actor, critic, normalize_advantage=False, entropy_bonus=False)
+    estimate = hook_correction(actor, ppo, CriticLoss(critic), td, start_states=start_states)
+
+    n = td.shape[0]
+    pi_old, pi_new = mdp.policy(mdp.W), mdp.policy(W_new)
+    ratio = pi_new[s, a] / pi_old[s, a]
+    grad_log_new = torch.zeros(n, A, S)
+    grad_log_new[torch.arange(n), :, s] = nn.functional.one_hot(a, A).double() - pi_new[s]
+    c_state = mdp.phi @ critic_solution(mdp.phi[s])
+    c = c_state[s] if start_states == "all" else c_state[s] * (steps == 0)
+    terms = (ratio * -2 * (G - v_w) * forward_cumsum(c, episode, steps))[:, None] * grad_log_new.reshape(n, -1)
+    torch.testing.assert_close(estimate, terms.sum(0) / n, rtol=1e-8, atol=1e-12)
+
+    Q_old = mdp.values(mdp.W)[1]
+    D_old = torch.linalg.inv(torch.eye(S) - GAMMA * torch.einsum("sa,sat->st", pi_old, mdp.P))
+    dV_surrogate = jacobian(lambda W: D_old @ (mdp.policy(W) * Q_old).sum(-1), W_new).reshape(S, -1)
+    naive_terms = terms / ratio[:, None]  # log π_θ weighting, no importance ratio
+    if start_states == "initial":
+        target = -2 * (mdp.rho * c_state) @ dV_surrogate
+        assert_within_standard_errors(n / EPISODES * estimate, target, per_episode(terms, episode), 1 / EPISODES)
+        se = per_episode(naive_terms, episode).std(0) * EPISODES**-0.5
+        assert ((n / EPISODES * naive_terms.sum(0) / n - target).abs() > Z * se).any()
+        return
+    target_terms = -2 * c_state[s][:, None] * dV_surrogate[s]
+    assert_within_standard_errors(estimate, target_terms.mean(0), per_episode(terms - target_terms, episode), 1.0 / n)
+    se = per_episode(naive_terms - target_terms, episode).std(0) * EPISODES**0.5 / n
+    assert ((naive_terms.mean(0) - target_terms.mean(0)).abs() > Z * se).any()

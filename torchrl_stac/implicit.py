@@ -16,7 +16,8 @@ from torchrl_stac.curvature import (
     gauss_newton_hvp,
     vjp_then_jvp,
 )
-from torchrl_stac.losses import CriticLoss, StackelbergActorLoss
+from torchrl_stac.leaders import Leader, as_leader
+from torchrl_stac.losses import CriticLoss, as_batch, require
 from torchrl_stac.regularization import Regularization, regularization_at
 from torchrl_stac.solvers import SolveResult, solve_regularized
 from torchrl_stac.trajectories import discounted_forward_cumsum, episode_starts, segment_starts
@@ -34,24 +35,35 @@ _CHOICES = {
 class ImplicitGradientHook:
     """Adds ``(∂²L/∂θ∂w)(∂²L/∂w² + λI)⁻¹ ∂J/∂w / σ`` to the actor parameters' ``.grad``.
 
-    Call it after the critic's k-step inner loop and after ``loss_objective.backward()`` (the
+    Call it after the critic's k-step inner loop and after the leader loss's backward (the
     actor's ``.grad`` then holds −∂J/∂θ / σ); after the call it holds −dJ/dθ / σ, so that the
-    optimizer step follows the total derivative +dJ/dθ. σ is the actor loss's advantage scale.
+    optimizer step follows the total derivative +dJ/dθ. σ is the leader loss's advantage scale.
 
-    Per call, on the whole on-policy batch (shape ``[N]`` or ``[B, T]``, time last):
+    Two phases, which ``hook(batch)`` runs back to back on one on-policy batch:
 
-    1. ``b = ∂J/∂w = mean_t ∇_w V_w(s_t)`` (or ``∇_w Q_w(s_t, a_t)`` for a Q critic);
-    2. solve ``(H + λI) x = b`` with H the Hessian of the critic loss (exact or Gauss-Newton),
-       by conjugate gradient on Hessian-vector products or by a dense solve;
-    3. ``c_t = ∇_w V_w(s_t) · x`` for every step (one Jacobian-vector product);
-    4. the mixed term ``M x`` as the θ-gradient of the surrogate
-       ``S(θ) = −(2/N) Σ_t log π_θ(a_t|s_t) · Ψ_t C_t`` with ``C_t`` the discounted cumulative
-       sum of ``c`` since the start of the trajectory piece (V critic; the Q critic uses
-       STAC_MATH §3), and adds ``M x / σ`` to ``.grad``.
+    * :meth:`prepare` (once per collected batch, shape ``[N]`` or ``[B, T]``, time last):
+
+      1. ``b = ∂J/∂w = mean_t ∇_w V_w(s_t)`` (or ``∇_w Q_w(s_t, a_t)`` for a Q critic);
+      2. solve ``(H + λI) x = b`` with H the Hessian of the critic loss (exact or Gauss-Newton),
+         by conjugate gradient on Hessian-vector products or by a dense solve;
+      3. ``c_t = ∇_w V_w(s_t) · x`` for every step (one Jacobian-vector product);
+      4. per-step weights ``ω_t = −2 Ψ_t C_t``, ``C_t`` the discounted cumulative sum of ``c``
+         since the start of the trajectory piece (V critic; the Q critic uses STAC_MATH §3),
+         written to the batch under ``weight_key``.
+
+    * :meth:`correct` (on the batch or any minibatch of it, after the leader's backward): adds
+      ``M x / σ = ∇_θ (1/n) Σ_t f_t(θ) ω_t / σ`` to ``.grad``, with ``f_t = log π_θ(a_t|s_t)``,
+      or the importance ratio ``ρ_t = π_θ/π_old`` for PPO leaders (see :mod:`torchrl_stac.leaders`).
+
+    A PPO loop calls ``prepare(batch)`` after the advantages and ``hook.correct(minibatch)`` after
+    each minibatch's backward; the weights travel with the minibatch.
 
     Args:
-        actor_loss: the leader's loss; its ``critic_network`` must be ``critic_loss``'s network.
-        critic_loss: the follower's squared-error loss (its target key gives G).
+        actor_loss: the leader's loss: :class:`~torchrl_stac.StackelbergActorLoss` or TorchRL's
+            ``A2CLoss``, ``PPOLoss``, ``ClipPPOLoss``, ``KLPENPPOLoss`` (keys read through their
+            ``tensor_keys``). Its critic must be ``critic_loss``'s network.
+        critic_loss: the follower's squared-error loss (its target key gives G). Defaults, for a
+            TorchRL leader, to a :class:`CriticLoss` on its critic and its value-target key.
         regularization: λ ≥ 0, a float or a callable ``update index -> λ`` (e.g.
             :class:`~torchrl_stac.ExponentialDecay`). Large λ recovers plain actor-critic.
         solver: ``"cg"`` (default) or ``"dense"`` (explicit Hessian: small critics only).
@@ -65,16 +77,17 @@ class ImplicitGradientHook:
             ``"initial"`` (only true episode starts; needs ``step_count`` or ``is_init``).
         psi: Ψ_t, the estimate of Q^π(s_t, a_t): ``"advantage"`` (Â, lower variance) or
             ``"return"`` (the critic's target G).
-        gamma: discount of the cumulative sum; defaults to the actor loss's value estimator's.
+        gamma: discount of the cumulative sum; defaults to the leader loss's value estimator's.
         on_nonfinite: ``"raise"`` a FloatingPointError, or ``"skip"`` the correction (the
             partial gradient is left as it is) and report ``skipped=1``.
         done_key, traj_key: where trajectory boundaries are read.
+        weight_key: where :meth:`prepare` writes ω_t.
     """
 
     def __init__(
         self,
-        actor_loss: StackelbergActorLoss,
-        critic_loss: CriticLoss,
+        actor_loss: torch.nn.Module,
+        critic_loss: CriticLoss | None = None,
         *,
         regularization: Regularization = 0.0,
         solver: Literal["cg", "dense"] = "cg",
@@ -89,9 +102,11 @@ class ImplicitGradientHook:
         on_nonfinite: Literal["raise", "skip"] = "raise",
         done_key: NestedKey = ("next", "done"),
         traj_key: NestedKey = ("collector", "traj_ids"),
+        weight_key: NestedKey = "stackelberg_weight",
     ):
-        if not isinstance(actor_loss, StackelbergActorLoss):
-            raise TypeError(f"actor_loss must be a StackelbergActorLoss, got {type(actor_loss).__name__}.")
+        self.leader: Leader = as_leader(actor_loss)
+        if critic_loss is None:
+            critic_loss = self.leader.follower()
         if not isinstance(critic_loss, CriticLoss):
             raise TypeError(f"critic_loss must be a CriticLoss, got {type(critic_loss).__name__}.")
         options = dict(
@@ -112,24 +127,24 @@ class ImplicitGradientHook:
         regularization_at(regularization, 0)
         self.actor_loss = actor_loss
         self.critic_loss = critic_loss
-        self.actor_params = [p for p in actor_loss.actor_network.parameters() if p.requires_grad]
+        self.actor_params = self.leader.actor_params
         self.critic_params = [p for p in critic_loss.value_network.parameters() if p.requires_grad]
         self._check_players()
         self.regularization = regularization
         self.solver, self.hessian, self.curvature_fallback = solver, hessian, curvature_fallback
         self.max_iter, self.tol, self.warm_start = max_iter, tol, warm_start
         self.start_states, self.psi, self.on_nonfinite = start_states, psi, on_nonfinite
-        self.done_key, self.traj_key = done_key, traj_key
+        self.done_key, self.traj_key, self.weight_key = done_key, traj_key, weight_key
         self.gamma = self._resolve_gamma(gamma)
         self.num_updates = 0
         self._previous_solution: torch.Tensor | None = None
 
     def _check_players(self) -> None:
         critic_ids = {id(p) for p in self.critic_params}
-        actor_critic_ids = {id(p) for p in self.actor_loss.critic_network.parameters() if p.requires_grad}
+        actor_critic_ids = {id(p) for p in self.leader.critic.parameters() if p.requires_grad}
         if critic_ids != actor_critic_ids:
             raise ValueError(
-                "actor/critic parameter mismatch: actor_loss.critic_network and "
+                "actor/critic parameter mismatch: the leader loss's critic_network and "
                 "critic_loss.value_network must be the same critic (the one the inner loop trains)."
             )
         if not self.actor_params or not self.critic_params:
@@ -142,7 +157,7 @@ class ImplicitGradientHook:
 
     def _resolve_gamma(self, gamma: float | None) -> float:
         if gamma is None:
-            gamma = getattr(self.actor_loss.value_estimator, "gamma", None)
+            gamma = self.leader.gamma
             if gamma is None:
                 raise ValueError("pass gamma=: the actor loss's value estimator has no discount.")
         gamma = float(gamma)
@@ -151,8 +166,20 @@ class ImplicitGradientHook:
         return gamma
 
     def __call__(self, tensordict: TensorDictBase) -> TensorDictBase:
-        """Correct the actor's ``.grad`` in place; returns a TensorDict of diagnostics."""
-        partial = self._partial_gradient()
+        """:meth:`prepare` then :meth:`correct` on one batch; returns both phases' diagnostics."""
+        self._partial_gradient()  # fail before the solve if the leader's backward is missing
+        solve = self.prepare(tensordict)
+        applied = self.correct(tensordict)
+        applied["skipped"] = torch.maximum(solve["skipped"], applied["skipped"])
+        return solve.update(applied)
+
+    def prepare(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """Solve for x on a whole batch and write the per-step weights ω_t under ``weight_key``.
+
+        Returns the solve's diagnostics (``solver_iterations``, ``relative_residual``,
+        ``nonpositive_curvature``, ``gauss_newton_fallback``, ``regularization``, ``skipped``).
+        A non-finite solve raises or (``on_nonfinite="skip"``) writes ω = 0.
+        """
         lam = regularization_at(self.regularization, self.num_updates)
         self.num_updates += 1
         prediction = self.critic_loss.predict(tensordict)
@@ -163,7 +190,7 @@ class ImplicitGradientHook:
             prediction, self.critic_params, torch.full_like(prediction, 1.0 / prediction.numel())
         )
         if not (torch.isfinite(loss) and torch.isfinite(rhs).all()):
-            return self._skip("the critic loss or ∂J/∂w", partial, lam)
+            return self._skip_prepare(tensordict, "the critic loss or ∂J/∂w", lam)
 
         gauss_newton = gauss_newton_hvp(prediction, self.critic_params, 2.0 / prediction.numel(), critic_jvp)
         if self.hessian == "exact":
@@ -175,23 +202,38 @@ class ImplicitGradientHook:
             result = self._solve(gauss_newton, lam, rhs)
             fell_back = True
         if not torch.isfinite(result.solution).all():
-            return self._skip("the Hessian solve (H + λI)⁻¹ ∂J/∂w", partial, lam, result)
+            return self._skip_prepare(tensordict, "the Hessian solve (H + λI)⁻¹ ∂J/∂w", lam, result)
 
         c = critic_jvp(result.solution).detach()
-        advantage = self.actor_loss.advantage(tensordict)
-        psi = advantage if self.psi == "advantage" else target
+        psi = self.leader.advantage(tensordict) if self.psi == "advantage" else target
         weights = self._surrogate_weights(tensordict, c, psi, prediction.detach(), target)
-        sigma = self.actor_loss.advantage_scale(advantage)
-        surrogate = (self.actor_loss.log_prob(tensordict) * weights).sum() / prediction.numel()
+        if not torch.isfinite(weights).all():
+            return self._skip_prepare(tensordict, "the correction's weights", lam, result)
+        tensordict.set(self.weight_key, weights)
+        self._previous_solution = result.solution.detach()
+        return self._solve_diagnostics(lam, result, fell_back, skipped=False)
+
+    def correct(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """Add ``∇_θ (1/n) Σ_t f_t(θ) ω_t / σ`` over ``tensordict``'s n steps to the actor's ``.grad``.
+
+        ``tensordict`` is the prepared batch or a minibatch of it (it must carry ``weight_key``);
+        σ is the leader's advantage scale on these steps, as in its loss. Returns
+        ``implicit_norm``, ``partial_norm``, ``total_norm``, ``correction_ratio``,
+        ``cosine_partial_total`` and ``skipped``.
+        """
+        partial = self._partial_gradient()
+        hint = "call hook.prepare(batch) on the whole batch first (it writes the per-step weights)."
+        weights = as_batch(require(tensordict, self.weight_key, hint), tensordict, self.weight_key).detach()
+        sigma = self.leader.advantage_scale(self.leader.advantage(tensordict))
+        surrogate = (self.leader.surrogate_factor(tensordict) * weights).mean()
         grads = torch.autograd.grad(surrogate, self.actor_params, materialize_grads=True)
         correction = flatten(grads) / sigma
         if not torch.isfinite(correction).all():
-            return self._skip("the implicit correction", partial, lam, result)
-
+            self._nonfinite("the implicit correction")
+            return self._gradient_diagnostics(partial, torch.zeros_like(partial), skipped=True)
         for param, piece in zip(self.actor_params, grads, strict=True):
             param.grad.add_(piece / sigma)
-        self._previous_solution = result.solution.detach()
-        return self._diagnostics(partial, correction, lam, result, fell_back, skipped=False)
+        return self._gradient_diagnostics(partial, correction, skipped=False)
 
     def _partial_gradient(self) -> torch.Tensor:
         if all(p.grad is None for p in self.actor_params):
@@ -227,39 +269,28 @@ class ImplicitGradientHook:
             return -2.0 * psi * cumulative
         return 2.0 * (prediction - target) * c - 2.0 * psi * (cumulative - c)
 
-    def _skip(self, what: str, partial: torch.Tensor, lam: float, result: SolveResult | None = None) -> TensorDictBase:
+    def _nonfinite(self, what: str) -> None:
         message = (
-            f"non-finite values in {what} at update {self.num_updates - 1} (λ = {lam}). Raise the "
-            "regularization, check the critic's targets, or lower the critic learning rate."
+            f"non-finite values in {what} at update {self.num_updates - 1}. Raise the regularization, "
+            "check the critic's targets, or lower the critic learning rate."
         )
         if self.on_nonfinite == "raise":
             raise FloatingPointError(message)
-        warnings.warn(message + " The Stackelberg correction was skipped for this update.", stacklevel=3)
+        warnings.warn(message + " The Stackelberg correction was skipped for this update.", stacklevel=4)
+
+    def _skip_prepare(
+        self, td: TensorDictBase, what: str, lam: float, result: SolveResult | None = None
+    ) -> TensorDictBase:
+        self._nonfinite(f"{what} (λ = {lam})")
         self._previous_solution = None
+        td.set(self.weight_key, torch.zeros(td.batch_size, device=td.device))
         if result is None:
             result = SolveResult(torch.zeros(0), 0, float("nan"), False)
-        return self._diagnostics(partial, torch.zeros_like(partial), lam, result, False, skipped=True)
+        return self._solve_diagnostics(lam, result, False, skipped=True)
 
     @staticmethod
-    def _diagnostics(
-        partial: torch.Tensor,
-        correction: torch.Tensor,
-        lam: float,
-        result: SolveResult,
-        fell_back: bool,
-        *,
-        skipped: bool,
-    ) -> TensorDictBase:
-        total = partial + correction
-        partial_norm = torch.linalg.vector_norm(partial)
-        implicit_norm = torch.linalg.vector_norm(correction)
-        cosine = torch.nn.functional.cosine_similarity(partial, total, dim=0, eps=1e-12)
+    def _solve_diagnostics(lam: float, result: SolveResult, fell_back: bool, *, skipped: bool) -> TensorDictBase:
         values = {
-            "implicit_norm": implicit_norm,
-            "partial_norm": partial_norm,
-            "total_norm": torch.linalg.vector_norm(total),
-            "correction_ratio": implicit_norm / partial_norm.clamp_min(1e-12),
-            "cosine_partial_total": cosine,
             "solver_iterations": float(result.iterations),
             "relative_residual": result.relative_residual,
             "nonpositive_curvature": float(result.nonpositive_curvature),
@@ -267,9 +298,22 @@ class ImplicitGradientHook:
             "regularization": lam,
             "skipped": float(skipped),
         }
-        return TensorDict(
-            {k: torch.as_tensor(v, dtype=torch.float32).detach() for k, v in values.items()}, batch_size=[]
-        )
+        return _as_tensordict(values)
+
+    @staticmethod
+    def _gradient_diagnostics(partial: torch.Tensor, correction: torch.Tensor, *, skipped: bool) -> TensorDictBase:
+        total = partial + correction
+        partial_norm = torch.linalg.vector_norm(partial)
+        implicit_norm = torch.linalg.vector_norm(correction)
+        values = {
+            "implicit_norm": implicit_norm,
+            "partial_norm": partial_norm,
+            "total_norm": torch.linalg.vector_norm(total),
+            "correction_ratio": implicit_norm / partial_norm.clamp_min(1e-12),
+            "cosine_partial_total": torch.nn.functional.cosine_similarity(partial, total, dim=0, eps=1e-12),
+            "skipped": float(skipped),
+        }
+        return _as_tensordict(values)
 
     def state_dict(self) -> dict[str, Any]:
         """Update counter (drives λ schedules) and the CG warm start."""
@@ -278,3 +322,7 @@ class ImplicitGradientHook:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.num_updates = int(state["num_updates"])
         self._previous_solution = state["previous_solution"]
+
+
+def _as_tensordict(values: dict[str, Any]) -> TensorDictBase:
+    return TensorDict({k: torch.as_tensor(v, dtype=torch.float32).detach() for k, v in values.items()}, batch_size=[])

@@ -29,6 +29,13 @@ def as_batch(value: torch.Tensor, td: TensorDictBase, name: NestedKey) -> torch.
     return value.reshape(td.batch_size)
 
 
+def per_step(value: torch.Tensor, tensordict: TensorDictBase, name: str) -> torch.Tensor:
+    """``[*B]`` values, summed over action dimensions for factorised distributions."""
+    if value.ndim > tensordict.batch_dims and value.shape[: tensordict.batch_dims] == tensordict.batch_size:
+        value = value.flatten(tensordict.batch_dims).sum(-1)
+    return as_batch(value, tensordict, name)
+
+
 def require(td: TensorDictBase, key: NestedKey, hint: str) -> torch.Tensor:
     """``td[key]``, or a KeyError that names the key and how to produce it."""
     value = td.get(key, None)
@@ -260,16 +267,9 @@ class StackelbergActorLoss(_OnPolicyLoss):
         """log π_θ(a_t|s_t) of the stored actions, shape ``[*B]``, differentiable in θ."""
         return self._log_prob(self._distribution(tensordict), self._stored_action(tensordict), tensordict)
 
-    @staticmethod
-    def _per_step(value: torch.Tensor, tensordict: TensorDictBase, name: str) -> torch.Tensor:
-        """``[*B]`` values, summed over action dimensions for factorised distributions."""
-        if value.ndim > tensordict.batch_dims and value.shape[: tensordict.batch_dims] == tensordict.batch_size:
-            value = value.flatten(tensordict.batch_dims).sum(-1)
-        return as_batch(value, tensordict, name)
-
     def _log_prob(self, dist, action: torch.Tensor, tensordict: TensorDictBase) -> torch.Tensor:
         """Log-probability per step, shape ``[*B]``."""
-        return self._per_step(dist.log_prob(action), tensordict, "log_prob")
+        return per_step(dist.log_prob(action), tensordict, "log_prob")
 
     def advantage(self, tensordict: TensorDictBase) -> torch.Tensor:
         """Raw advantages Â, shape ``[*B]``; computed in place by the value estimator if absent."""
@@ -306,7 +306,7 @@ class StackelbergActorLoss(_OnPolicyLoss):
 
     def _entropy(self, dist: torch.distributions.Distribution, tensordict: TensorDictBase) -> torch.Tensor:
         try:
-            return self._per_step(dist.entropy(), tensordict, "entropy").mean()
+            return per_step(dist.entropy(), tensordict, "entropy").mean()
         except NotImplementedError:  # e.g. TanhNormal: one-sample Monte-Carlo estimate
             sample = dist.rsample()
             return -self._log_prob(dist, sample, tensordict).mean()
