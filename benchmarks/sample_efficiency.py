@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from report import replace_section
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "sample_efficiency"
 
@@ -386,7 +388,7 @@ def write_report(summary: dict, groups: dict, path: Path) -> None:
         "![learning curves](results/sample_efficiency.png)",
         "",
     ]
-    path.write_text("\n".join(text))
+    replace_section(path, "figure1", "\n".join(text))
 
 
 def main() -> None:

@@ -10,7 +10,18 @@ import gymnasium
 import torch
 from omegaconf import DictConfig
 from torchrl.collectors import Collector, MultiSyncCollector
-from torchrl.envs import Compose, DoubleToFloat, GymEnv, GymWrapper, InitTracker, RewardSum, StepCounter, TransformedEnv
+from torchrl.envs import (
+    ClipTransform,
+    Compose,
+    DoubleToFloat,
+    GymEnv,
+    GymWrapper,
+    InitTracker,
+    RewardSum,
+    StepCounter,
+    TransformedEnv,
+    VecNormV2,
+)
 
 from schema import ConfigError
 
@@ -41,11 +52,17 @@ def check_env(env_id: str) -> None:
         raise ConfigError(f"env={env_id!r} acts in {action}; the recipes need Box or Discrete actions.")
 
 
-def make_env(env_id: str, num_envs: int = 1, device: str = "cpu") -> TransformedEnv:
+def make_env(
+    env_id: str, num_envs: int = 1, device: str = "cpu", observation_norm: VecNormV2 | bool = False
+) -> TransformedEnv:
     """A Gymnasium env with counters and sums; batch ``[num_envs]`` when num_envs > 1.
 
     Several envs are stepped in this process by one gymnasium ``SyncVectorEnv`` (one policy call per
     step for all of them); its auto-reset is disabled so that torchrl resets finished envs itself.
+    ``observation_norm``: ``True`` adds a fresh running normalisation (``VecNormV2``, one set of
+    statistics for all envs) and a clip to ±10, as TorchRL's PPO recipe does; a ``VecNormV2``
+    instance is used as it is (e.g. a frozen copy of the training env's for evaluation); ``False``:
+    raw observations.
     """
     if num_envs > 1:
         vector_env = gymnasium.make_vec(
@@ -57,18 +74,39 @@ def make_env(env_id: str, num_envs: int = 1, device: str = "cpu") -> Transformed
         base = GymWrapper(vector_env, device=device)
     else:
         base = GymEnv(env_id, device=device)
-    return TransformedEnv(base, Compose(DoubleToFloat(), StepCounter(), InitTracker(), RewardSum()))
+    transforms = [DoubleToFloat(), StepCounter(), InitTracker(), RewardSum()]
+    if observation_norm is not False:
+        norm = observation_norm
+        if norm is True:
+            norm = VecNormV2(in_keys=["observation"], decay=0.99999, eps=1e-2, reduce_batch_dims=True)
+        transforms += [norm, ClipTransform(in_keys=["observation"], low=-10, high=10)]
+    return TransformedEnv(base, Compose(*transforms))
 
 
-def make_collector(cfg: DictConfig, actor, total_frames: int) -> Collector | MultiSyncCollector:
+def frozen_observation_norm(state_dict: dict) -> VecNormV2:
+    """A frozen normalisation with a checkpoint's statistics (for evaluating a saved policy)."""
+    norm = VecNormV2(in_keys=["observation"], decay=0.99999, eps=1e-2, reduce_batch_dims=True)
+    norm.load_state_dict(state_dict)
+    return norm.frozen_copy()
+
+
+def observation_norm(env: TransformedEnv) -> VecNormV2 | None:
+    """The env's running observation normalisation, if it has one."""
+    return next((t for t in env.transform if isinstance(t, VecNormV2)), None)
+
+
+def make_collector(
+    cfg: DictConfig, actor, total_frames: int, env: TransformedEnv | None = None
+) -> Collector | MultiSyncCollector:
     """On-policy collector: in this process, or ``collector_workers`` processes splitting ``num_envs``.
 
     Episodes run on across batches (a batch's last step bootstraps from the critic). With several
     workers, each holds a copy of the actor refreshed before every batch and the batch is stacked
-    ``[workers, num_envs / workers, T]``.
+    ``[workers, num_envs / workers, T]``. ``env``: the in-process training env (one worker), if
+    the caller built it (e.g. to read its observation statistics).
     """
     if cfg.collector_workers == 1:
-        env = make_env(cfg.env, cfg.num_envs, cfg.device)
+        env = env if env is not None else make_env(cfg.env, cfg.num_envs, cfg.device, cfg.normalize_observations)
         return Collector(
             env, actor, frames_per_batch=cfg.frames_per_batch, total_frames=total_frames, device=cfg.device
         )

@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 import cli
 from checkpoints import load_checkpoint
-from envs import check_env, make_env
+from envs import check_env, frozen_observation_norm, make_env
 from evaluation import evaluate
 from models import make_models
 from schema import EvaluateConfig, validate
@@ -24,8 +24,9 @@ def main(cfg: DictConfig) -> None:
     state, path = load_checkpoint(cfg.checkpoint, "checkpoint")
     run = state["config"]
     check_env(run["env"])
-    env = make_env(run["env"], 1, cfg.device)
-    actor, _ = make_models(env, run["num_cells"], cfg.device)
+    saved_norm = state.get("observation_norm")
+    env = make_env(run["env"], 1, cfg.device, frozen_observation_norm(saved_norm) if saved_norm else False)
+    actor, _ = make_models(env, run["num_cells"], cfg.device, ppo=run.get("objective") == "ppo")
     actor.load_state_dict(state["actor"])
     returns = evaluate(actor, env, cfg.episodes, cfg.seed)
     env.close()

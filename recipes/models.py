@@ -1,8 +1,9 @@
-"""The actor and critic networks of the STAC recipes (the paper's tanh MLPs)."""
+"""The actor and critic networks of the recipes: tanh MLPs (the paper's; TorchRL's PPO ones with ``ppo=True``)."""
 
 from __future__ import annotations
 
-from tensordict.nn import NormalParamExtractor, TensorDictModule
+import torch
+from tensordict.nn import AddStateIndependentNormalScale, NormalParamExtractor, TensorDictModule
 from torch import nn
 from torchrl.data import Categorical, OneHot
 from torchrl.envs import EnvBase
@@ -11,8 +12,15 @@ from torchrl.modules import MLP, OneHotCategorical, ProbabilisticActor, TanhNorm
 from schema import ConfigError
 
 
-def make_models(env: EnvBase, cells: list[int], device: str) -> tuple[ProbabilisticActor, ValueOperator]:
-    """Tanh MLP actor (TanhNormal, or OneHotCategorical for discrete actions) and V critic."""
+def make_models(
+    env: EnvBase, cells: list[int], device: str, *, ppo: bool = False
+) -> tuple[ProbabilisticActor, ValueOperator]:
+    """Tanh MLP actor (TanhNormal, or OneHotCategorical for discrete actions) and V critic.
+
+    ``ppo=True`` builds them as TorchRL's MuJoCo PPO recipe does: orthogonal initialisation (gain 1
+    for the actor, 0.01 for the critic, zero biases), a state-independent scale for continuous
+    actions, and an untransformed location (``tanh_loc=False``).
+    """
     obs_dim = env.observation_spec["observation"].shape[-1]
     action_spec = env.action_spec_unbatched
     if isinstance(action_spec, Categorical):
@@ -25,21 +33,36 @@ def make_models(env: EnvBase, cells: list[int], device: str) -> tuple[Probabilis
             module, in_keys=["logits"], spec=action_spec, distribution_class=OneHotCategorical, return_log_prob=True
         )
     else:
-        net = nn.Sequential(
-            MLP(in_features=obs_dim, out_features=2 * act_dim, num_cells=list(cells), activation_class=nn.Tanh),
-            NormalParamExtractor(),
-        )
+        bounds = {"low": action_spec.space.low, "high": action_spec.space.high}
+        if ppo:
+            net = MLP(in_features=obs_dim, out_features=act_dim, num_cells=list(cells), activation_class=nn.Tanh)
+            net = nn.Sequential(orthogonal(net, 1.0), AddStateIndependentNormalScale(act_dim, scale_lb=1e-8))
+            bounds["tanh_loc"] = False
+        else:
+            net = nn.Sequential(
+                MLP(in_features=obs_dim, out_features=2 * act_dim, num_cells=list(cells), activation_class=nn.Tanh),
+                NormalParamExtractor(),
+            )
         module = TensorDictModule(net, ["observation"], ["loc", "scale"])
         actor = ProbabilisticActor(
             module,
             in_keys=["loc", "scale"],
             spec=action_spec,
             distribution_class=TanhNormal,
-            distribution_kwargs={"low": action_spec.space.low, "high": action_spec.space.high},
+            distribution_kwargs=bounds,
             return_log_prob=True,
         )
-    critic = ValueOperator(
-        MLP(in_features=obs_dim, out_features=1, num_cells=list(cells), activation_class=nn.Tanh),
-        in_keys=["observation"],
-    )
+    value_net = MLP(in_features=obs_dim, out_features=1, num_cells=list(cells), activation_class=nn.Tanh)
+    critic = ValueOperator(orthogonal(value_net, 0.01) if ppo else value_net, in_keys=["observation"])
+    if ppo and isinstance(action_spec, OneHot):
+        orthogonal(actor.module[0].module, 1.0)
     return actor.to(device), critic.to(device)
+
+
+def orthogonal(net: nn.Module, gain: float) -> nn.Module:
+    """Orthogonal weights with ``gain`` and zero biases for every linear layer of ``net`` (in place)."""
+    for layer in net.modules():
+        if isinstance(layer, nn.Linear):
+            torch.nn.init.orthogonal_(layer.weight, gain)
+            layer.bias.data.zero_()
+    return net

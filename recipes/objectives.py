@@ -1,4 +1,4 @@
-"""The players' losses, the Stackelberg hook with its λ schedule, and the optimizers."""
+"""The players' losses (the paper's, or TorchRL's ClipPPOLoss), the Stackelberg hook, λ, optimizers."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from collections.abc import Iterable
 import torch
 from omegaconf import DictConfig
 from torchrl.modules import ProbabilisticActor, ValueOperator
+from torchrl.objectives import ClipPPOLoss
+from torchrl.objectives.value import GAE
 
 from torchrl_stac import CriticLoss, ExponentialDecay, ImplicitGradientHook, StackelbergActorLoss
 from torchrl_stac.regularization import Regularization
@@ -46,6 +48,42 @@ def make_losses(
     return actor_loss, critic_loss, hook
 
 
-def make_optimizer(name: str, params: Iterable[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
-    """``sgd`` (the paper's plain gradient steps) or ``adam``."""
-    return torch.optim.SGD(params, lr=lr) if name == "sgd" else torch.optim.Adam(params, lr=lr)
+def make_ppo_loss(
+    cfg: DictConfig, actor: ProbabilisticActor, critic: ValueOperator
+) -> tuple[ClipPPOLoss, GAE, ImplicitGradientHook | None]:
+    """TorchRL's ClipPPOLoss (normalised advantages, l2 value loss), its GAE, and the hook for algo=stac.
+
+    The hook's follower is PPO's own critic on GAE's value target; the follower's "k steps" are
+    PPO's critic updates of the previous batch (the hook solves once per batch, before the epochs).
+    """
+    advantage = GAE(gamma=cfg.gamma, lmbda=cfg.gae_lambda, value_network=critic, average_gae=False)
+    loss = ClipPPOLoss(
+        actor,
+        critic,
+        clip_epsilon=cfg.ppo_clip_epsilon,
+        entropy_bonus=cfg.entropy_coeff is not None,
+        entropy_coeff=cfg.entropy_coeff or 0.0,
+        critic_coeff=cfg.ppo_critic_coef,
+        loss_critic_type="l2",
+        normalize_advantage=True,
+    )
+    hook = None
+    if cfg.algo == "stac":
+        hook = ImplicitGradientHook(
+            loss,
+            regularization=make_regularization(cfg),
+            max_iter=cfg.cg_iterations,
+            hessian=cfg.hessian,
+            curvature_fallback=cfg.curvature_fallback,
+            start_states=cfg.start_states,
+            gamma=cfg.gamma,
+            on_nonfinite="skip",
+        )
+    return loss, advantage, hook
+
+
+def make_optimizer(
+    name: str, params: Iterable[torch.nn.Parameter], lr: float, eps: float = 1e-8
+) -> torch.optim.Optimizer:
+    """``sgd`` (the paper's plain gradient steps) or ``adam`` (TorchRL's PPO recipe: eps=1e-5)."""
+    return torch.optim.SGD(params, lr=lr) if name == "sgd" else torch.optim.Adam(params, lr=lr, eps=eps)

@@ -49,6 +49,7 @@ class StacConfig:
     env: str = "Hopper-v4"  # any Gymnasium id with a flat Box observation and Box or Discrete actions
     seed: int = 0  # seeds torch, numpy, python and the envs
     algo: str = _key("stac", choices=("stac", "ac"))  # ac: the same run without the correction
+    objective: str = _key("pg", choices=("pg", "ppo"))  # set by the objective group: objective=ppo
     total_frames: int = _key(1_000_000, low=1)  # environment steps to train for
     frames_per_batch: int = _key(4000, low=1)  # one actor step and k critic steps per batch
     num_envs: int = _key(32, low=1)  # envs stepped together; batches of shape [num_envs, T]
@@ -72,6 +73,12 @@ class StacConfig:
     curvature_fallback: str | None = _key("gauss_newton", choices=("gauss_newton", None))
     start_states: str = _key("all", choices=("all", "initial"))
     num_cells: list[int] = _key([64, 64], low=1)  # tanh MLPs for actor and critic (paper)
+    normalize_observations: bool = False  # running mean/std of observations (VecNorm), clipped to ±10
+    ppo_epochs: int = _key(10, low=1)  # objective=ppo: passes over each batch
+    ppo_minibatch_size: int = _key(64, low=1)  # objective=ppo: steps per minibatch
+    ppo_clip_epsilon: float = _key(0.2, above=0.0)  # objective=ppo: ClipPPOLoss's ε
+    ppo_critic_coef: float = _key(0.25, above=0.0)  # objective=ppo: weight of the l2 value loss
+    ppo_anneal: bool = True  # objective=ppo: learning rates and ε decay linearly to 0 over the run
     eval_interval: int = _key(20_000, low=1)  # frames between deterministic evaluations
     eval_episodes: int = _key(5, low=1)
     checkpoint_interval: int = _key(100_000, low=1)  # frames between checkpoints (the last two kept)
@@ -184,6 +191,16 @@ def _check_training_rules(cfg: DictConfig) -> None:
         raise ConfigError(
             f"regularization_floor={cfg.regularization_floor} must be <= regularization={cfg.regularization} "
             "(λ decays from regularization towards the floor)."
+        )
+    if cfg.normalize_observations and cfg.collector_workers != 1:
+        raise ConfigError(
+            "normalize_observations=true needs collector_workers=1 (the running statistics live in the "
+            f"training env), got collector_workers={cfg.collector_workers}."
+        )
+    if cfg.objective == "ppo" and cfg.frames_per_batch % cfg.ppo_minibatch_size:
+        raise ConfigError(
+            f"frames_per_batch={cfg.frames_per_batch} must be a multiple of "
+            f"ppo_minibatch_size={cfg.ppo_minibatch_size}."
         )
     package = {"tensorboard": "tensorboard", "wandb": "wandb"}.get(cfg.logger)
     if package and importlib.util.find_spec(package) is None:

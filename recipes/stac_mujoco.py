@@ -1,7 +1,9 @@
-"""STAC (or AC with ``algo=ac``) on a Gymnasium MuJoCo task: the paper's Algorithm 1 as a TorchRL loop.
+"""STAC (or AC with ``algo=ac``) on a Gymnasium MuJoCo task: the paper's Algorithm 1 as a TorchRL loop,
+or with ``objective=ppo`` TorchRL's PPO with the Stackelberg correction (``algo=ac``: plain PPO).
 
 python recipes/stac_mujoco.py env=Hopper-v4
 python recipes/stac_mujoco.py env=Walker2d-v4 algo=ac seed=3 total_frames=500_000
+python recipes/stac_mujoco.py env=Hopper-v4 objective=ppo                  # Stackelberg-PPO
 python recipes/stac_mujoco.py resume=runs/Hopper-v4/stac/seed0_<time>      # continue in place
 
 Every key of ``schema.StacConfig`` is a ``key=value`` override; ``config_mujoco.yaml`` is the preset.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +24,11 @@ import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from tensordict import TensorDictBase
+from torch.nn.utils import clip_grad_norm_
 from torchrl.data import LazyTensorStorage, ReplayBuffer
 from torchrl.data.replay_buffers import SamplerWithoutReplacement
+from torchrl.envs import TransformedEnv
 from tqdm import tqdm
 
 import cli
@@ -35,11 +41,11 @@ from checkpoints import (
     seed_everything,
     training_state,
 )
-from envs import check_env, make_collector, make_env, start_fresh_episodes
+from envs import check_env, make_collector, make_env, observation_norm, start_fresh_episodes
 from evaluation import evaluate
 from logs import PhaseTimer, log_scalars, make_logger
 from models import make_models
-from objectives import make_losses, make_optimizer
+from objectives import make_losses, make_optimizer, make_ppo_loss
 from schema import validate
 
 
@@ -61,11 +67,16 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
+    ppo = cfg.objective == "ppo"
     eval_env = make_env(cfg.env, 1, cfg.device)
-    actor, critic = make_models(eval_env, cfg.num_cells, cfg.device)
-    actor_loss, critic_loss, hook = make_losses(cfg, actor, critic)
-    actor_opt = make_optimizer(cfg.optimizer, actor.parameters(), cfg.actor_lr)
-    critic_opt = make_optimizer(cfg.optimizer, critic.parameters(), cfg.critic_lr)
+    actor, critic = make_models(eval_env, cfg.num_cells, cfg.device, ppo=ppo)
+    if ppo:
+        ppo_loss, advantage, hook = make_ppo_loss(cfg, actor, critic)
+    else:
+        actor_loss, critic_loss, hook = make_losses(cfg, actor, critic)
+    eps = 1e-5 if ppo else 1e-8
+    actor_opt = make_optimizer(cfg.optimizer, actor.parameters(), cfg.actor_lr, eps)
+    critic_opt = make_optimizer(cfg.optimizer, critic.parameters(), cfg.critic_lr, eps)
     stateful = {
         "actor": actor,
         "critic": critic,
@@ -84,14 +95,106 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         cfg.logger, run_dir, counters["frames"] if resumed else None, resumed.get("logger") if resumed else None
     )
     iterations = math.ceil((cfg.total_frames - counters["frames"]) / cfg.frames_per_batch)
-    collector = make_collector(cfg, actor, iterations * cfg.frames_per_batch)
-    critic_batches = None  # full-batch critic steps (the paper) unless critic_minibatch_size is set
-    if cfg.critic_minibatch_size is not None:
-        critic_batches = ReplayBuffer(
+    train_env = None
+    if cfg.collector_workers == 1:
+        train_env = make_env(cfg.env, cfg.num_envs, cfg.device, cfg.normalize_observations)
+    norm = observation_norm(train_env) if train_env is not None else None
+    if norm is not None:  # running observation statistics: part of the training state
+        stateful["observation_norm"] = norm
+        if resumed is not None:
+            norm.load_state_dict(resumed["observation_norm"])
+    collector = make_collector(cfg, actor, iterations * cfg.frames_per_batch, train_env)
+    minibatches = None  # pg: full-batch critic steps (the paper) unless critic_minibatch_size is set
+    if ppo or cfg.critic_minibatch_size is not None:
+        minibatches = ReplayBuffer(
             storage=LazyTensorStorage(cfg.frames_per_batch),
             sampler=SamplerWithoutReplacement(),
-            batch_size=cfg.critic_minibatch_size,
+            batch_size=cfg.ppo_minibatch_size if ppo else cfg.critic_minibatch_size,
         )
+    timer = PhaseTimer()
+
+    def pg_update(batch: TensorDictBase) -> dict[str, float]:
+        """The paper's Algorithm 1 on one batch: one Stackelberg actor step after k critic steps."""
+        with timer("critic"):
+            # targets with the critic before the inner loop
+            with torch.no_grad():
+                critic_loss.value_estimator(batch)  # value_target: Monte-Carlo returns G_t
+                actor_loss.value_estimator(batch)  # advantage: GAE Â_t
+            if minibatches is not None:
+                minibatches.empty()
+                minibatches.extend(batch.reshape(-1))
+            # the follower's k unrolled steps on L(w) = mean (V_w(s_t) − G_t)²
+            for _ in range(cfg.critic_steps):
+                critic_opt.zero_grad()
+                sample = minibatches.sample() if minibatches is not None else batch
+                loss_critic = critic_loss(sample)["loss_critic"]
+                loss_critic.backward()
+                critic_opt.step()
+        with timer("actor"):
+            # the leader's partial gradient: .grad = −∂J/∂θ
+            actor_opt.zero_grad()
+            losses = actor_loss(batch)
+            (losses["loss_objective"] + losses.get("loss_entropy", 0.0)).backward()
+        metrics = {"loss/critic": loss_critic.item(), "loss/objective": losses["loss_objective"].item()}
+        with timer("implicit"):
+            # the Stackelberg correction: .grad = −dJ/dθ (algo=stac; algo=ac skips it)
+            if hook is not None:
+                metrics.update({f"implicit/{k}": float(v) for k, v in hook(batch).items()})
+        with timer("actor"):
+            # the actor's step along the (clipped) total gradient
+            if cfg.max_grad_norm is not None:
+                metrics["actor_grad_norm"] = float(clip_grad_norm_(actor.parameters(), cfg.max_grad_norm))
+            actor_opt.step()
+        return metrics
+
+    per_batch = cfg.ppo_epochs * (cfg.frames_per_batch // cfg.ppo_minibatch_size)
+    total_updates = math.ceil(cfg.total_frames / cfg.frames_per_batch) * per_batch
+
+    def ppo_update(batch: TensorDictBase) -> dict[str, float]:
+        """TorchRL's PPO on one batch; algo=stac corrects the actor's gradient on every minibatch."""
+        logged = defaultdict(list)
+        done_updates = (counters["iterations"] - 1) * per_batch
+        for epoch in range(cfg.ppo_epochs):
+            with timer("advantage"), torch.no_grad():
+                advantage(batch)  # GAE with the current critic, every epoch (as TorchRL's recipe)
+            if epoch == 0 and hook is not None:
+                with timer("implicit"):  # one solve per batch, with the critic PPO's last epochs left
+                    logged.update({f"implicit/{k}": [float(v)] for k, v in hook.prepare(batch).items()})
+            minibatches.extend(batch.reshape(-1))
+            for minibatch in minibatches:
+                with timer("update"):
+                    alpha = 1.0 - done_updates / total_updates if cfg.ppo_anneal else 1.0
+                    for optimizer, lr in ((actor_opt, cfg.actor_lr), (critic_opt, cfg.critic_lr)):
+                        for group in optimizer.param_groups:
+                            group["lr"] = lr * alpha
+                    ppo_loss.clip_epsilon.fill_(cfg.ppo_clip_epsilon * alpha)
+                    actor_opt.zero_grad()
+                    critic_opt.zero_grad()
+                    losses = ppo_loss(minibatch)
+                    (losses["loss_objective"] + losses.get("loss_entropy", 0.0) + losses["loss_critic"]).backward()
+                if hook is not None:
+                    with timer("implicit"):  # the actor's .grad becomes the total derivative
+                        for k, v in hook.correct(minibatch).items():
+                            logged[f"implicit/{k}"].append(float(v))
+                with timer("update"):
+                    if cfg.max_grad_norm is not None:
+                        logged["actor_grad_norm"].append(float(clip_grad_norm_(actor.parameters(), cfg.max_grad_norm)))
+                    actor_opt.step()
+                    critic_opt.step()
+                done_updates += 1
+                for name in ("loss_objective", "loss_critic", "kl_approx", "clip_fraction"):
+                    logged[name].append(float(losses[name].detach()))
+        metrics = {f"loss/{k[5:]}" if k.startswith("loss_") else k: float(np.mean(v)) for k, v in logged.items()}
+        metrics["ppo/kl_approx"] = metrics.pop("kl_approx")
+        metrics["ppo/clip_fraction"] = metrics.pop("clip_fraction")
+        metrics["ppo/lr_scale"] = alpha
+        return metrics
+
+    update = ppo_update if ppo else pg_update
+
+    def evaluation_env() -> TransformedEnv:
+        """The evaluation env; with observation statistics, a frozen copy of the training env's."""
+        return make_env(cfg.env, 1, cfg.device, norm.frozen_copy()) if norm is not None else eval_env
 
     def checkpoint() -> Path:
         state = training_state(stateful, counters, cfg)
@@ -99,7 +202,6 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         return save_checkpoint(run_dir, state)
 
     progress = tqdm(total=cfg.total_frames, initial=counters["frames"], unit="frames", desc=f"{cfg.algo} {cfg.env}")
-    timer = PhaseTimer()
     recent_returns: list[float] = []
     last_eval: list[float] = []
     last_checkpoint = None
@@ -110,50 +212,15 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     start_fresh_episodes(collector, cfg.seed + 1_000 * counters["iterations"])
 
     tic = time.perf_counter()
-    for batch in collector:  # 1. collect frames_per_batch on-policy transitions
+    for batch in collector:  # collect frames_per_batch on-policy transitions
         timer.add("collect", time.perf_counter() - tic)
         if batch.batch_dims == 3:  # [workers, envs per worker, T] -> [num_envs, T]
             batch = batch.reshape(-1, batch.shape[-1])
         counters["frames"] += batch.numel()
         counters["iterations"] += 1
+        metrics = update(batch)  # pg: the paper's Algorithm 1; ppo: TorchRL's PPO (+ the correction)
 
-        with timer("critic"):
-            # 2. targets with the critic before the inner loop
-            with torch.no_grad():
-                critic_loss.value_estimator(batch)  # value_target: Monte-Carlo returns G_t
-                actor_loss.value_estimator(batch)  # advantage: GAE Â_t
-            if critic_batches is not None:
-                critic_batches.empty()
-                critic_batches.extend(batch.reshape(-1))
-            # 3. the follower's k unrolled steps on L(w) = mean (V_w(s_t) − G_t)²
-            for _ in range(cfg.critic_steps):
-                critic_opt.zero_grad()
-                sample = critic_batches.sample() if critic_batches is not None else batch
-                loss_critic = critic_loss(sample)["loss_critic"]
-                loss_critic.backward()
-                critic_opt.step()
-
-        with timer("actor"):
-            # 4. the leader's partial gradient: .grad = −∂J/∂θ
-            actor_opt.zero_grad()
-            losses = actor_loss(batch)
-            (losses["loss_objective"] + losses.get("loss_entropy", 0.0)).backward()
-        metrics = {"loss/critic": loss_critic.item(), "loss/objective": losses["loss_objective"].item()}
-
-        with timer("implicit"):
-            # 5. the Stackelberg correction: .grad = −dJ/dθ (algo=stac; algo=ac skips it)
-            if hook is not None:
-                diagnostics = hook(batch)
-                metrics.update({f"implicit/{k}": float(v) for k, v in diagnostics.items()})
-
-        with timer("actor"):
-            # 6. the actor's step along the (clipped) total gradient
-            if cfg.max_grad_norm is not None:
-                norm = torch.nn.utils.clip_grad_norm_(actor.parameters(), cfg.max_grad_norm)
-                metrics["actor_grad_norm"] = float(norm)
-            actor_opt.step()
-
-        # 7. log, evaluate, checkpoint
+        # log, evaluate, checkpoint
         finished = batch["next", "episode_reward"][batch["next", "done"]]
         if finished.numel():
             recent_returns = (recent_returns + finished.tolist())[-20:]
@@ -162,7 +229,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         done = counters["frames"] >= cfg.total_frames
         if counters["frames"] >= next_eval or done:
             eval_seed = cfg.seed + 10_000 * (1 + counters["evaluations"])
-            last_eval = evaluate(actor, eval_env, cfg.eval_episodes, eval_seed)
+            last_eval = evaluate(actor, evaluation_env(), cfg.eval_episodes, eval_seed)
             counters["evaluations"] += 1
             metrics["eval/return_mean"] = float(np.mean(last_eval))
             metrics["eval/return_std"] = float(np.std(last_eval))
