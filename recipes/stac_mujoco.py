@@ -13,6 +13,7 @@ The builders live beside this file: ``envs.py``, ``models.py``, ``objectives.py`
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections import defaultdict
@@ -99,11 +100,12 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if cfg.collector_workers == 1:
         train_env = make_env(cfg.env, cfg.num_envs, cfg.device, cfg.normalize_observations)
     norm = observation_norm(train_env) if train_env is not None else None
-    if norm is not None:  # running observation statistics: part of the training state
-        stateful["observation_norm"] = norm
-        if resumed is not None:
-            norm.load_state_dict(resumed["observation_norm"])
+    empty_norm = copy.deepcopy(norm.state_dict()) if norm is not None else None
     collector = make_collector(cfg, actor, iterations * cfg.frames_per_batch, train_env)
+    if norm is not None:  # running observation statistics: part of the training state. Building the
+        # collector reset the env once, unseeded: start again from empty (or the saved) statistics
+        stateful["observation_norm"] = norm
+        norm.load_state_dict(resumed["observation_norm"] if resumed is not None else empty_norm)
     minibatches = None  # pg: full-batch critic steps (the paper) unless critic_minibatch_size is set
     if ppo or cfg.critic_minibatch_size is not None:
         minibatches = ReplayBuffer(
@@ -154,12 +156,14 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         """TorchRL's PPO on one batch; algo=stac corrects the actor's gradient on every minibatch."""
         logged = defaultdict(list)
         done_updates = (counters["iterations"] - 1) * per_batch
+        lr_scale = 1.0 - done_updates / total_updates if cfg.ppo_anneal else 1.0  # at this batch's start
         for epoch in range(cfg.ppo_epochs):
             with timer("advantage"), torch.no_grad():
                 advantage(batch)  # GAE with the current critic, every epoch (as TorchRL's recipe)
             if epoch == 0 and hook is not None:
                 with timer("implicit"):  # one solve per batch, with the critic PPO's last epochs left
                     logged.update({f"implicit/{k}": [float(v)] for k, v in hook.prepare(batch).items()})
+            minibatches.empty()  # a fresh permutation per epoch, drawn now (keeps a resume exact)
             minibatches.extend(batch.reshape(-1))
             for minibatch in minibatches:
                 with timer("update"):
@@ -187,7 +191,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         metrics = {f"loss/{k[5:]}" if k.startswith("loss_") else k: float(np.mean(v)) for k, v in logged.items()}
         metrics["ppo/kl_approx"] = metrics.pop("kl_approx")
         metrics["ppo/clip_fraction"] = metrics.pop("clip_fraction")
-        metrics["ppo/lr_scale"] = alpha
+        metrics["ppo/lr_scale"] = lr_scale
         return metrics
 
     update = ppo_update if ppo else pg_update
