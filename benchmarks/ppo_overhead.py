@@ -1,0 +1,88 @@
+"""What does the Stackelberg correction cost inside PPO? Plain PPO and Stackelberg-PPO, same run.
+
+    python benchmarks/ppo_overhead.py [--env Hopper-v4] [--frames 16384] [--rounds 3] [overrides ...]
+
+Each round trains the recipe's ``objective=ppo`` with ``algo=ac`` (plain PPO) and ``algo=stac``
+(one Hessian solve per batch, a correction per minibatch) for ``--frames`` frames at the recipe's
+PPO defaults, back to back, and compares their seconds per frame (all phases: collection,
+advantages, updates, correction; evaluation and checkpoints excluded). Prints per round and the
+median ``Stackelberg-PPO / PPO wall time: X`` (target ≤ 1.3) and writes every round to
+``benchmarks/results/ppo_overhead.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(ROOT / "recipes"))
+
+
+def seconds_per_frame(env_id: str, algo: str, frames: int, overrides: list[str]) -> dict:
+    from schema import load_config
+    from stac_mujoco import train
+
+    budget = [
+        f"total_frames={frames}",
+        "logger=none",
+        f"eval_interval={10 * frames}",
+        f"checkpoint_interval={10 * frames}",
+    ]
+    cfg = load_config("config_mujoco", ["objective=ppo", f"env={env_id}", f"algo={algo}", *budget, *overrides])
+    with tempfile.TemporaryDirectory() as run_dir:
+        summary = train(cfg, Path(run_dir))
+    phases = summary["phase_seconds"]
+    return {"seconds_per_frame": sum(phases.values()) / summary["frames"], "phase_seconds": phases}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", default="Hopper-v4")
+    parser.add_argument("--frames", type=int, default=16_384, help="frames per measurement (8 PPO batches)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("overrides", nargs="*", help="recipe overrides, e.g. threads=1")
+    args = parser.parse_args()
+    rounds = []
+    for index in range(args.rounds):
+        plain = seconds_per_frame(args.env, "ac", args.frames, args.overrides)
+        stackelberg = seconds_per_frame(args.env, "stac", args.frames, args.overrides)
+        ratio = stackelberg["seconds_per_frame"] / plain["seconds_per_frame"]
+        rounds.append({"ppo": plain, "stackelberg_ppo": stackelberg, "ratio": ratio})
+        print(f"round {index + 1}/{args.rounds}: Stackelberg-PPO / PPO {ratio:.3f}", flush=True)
+    median = statistics.median(r["ratio"] for r in rounds)
+    for name in ("ppo", "stackelberg_ppo"):
+        phases = {
+            k: statistics.median(r[name]["phase_seconds"].get(k, 0.0) for r in rounds)
+            for k in rounds[0]["stackelberg_ppo"]["phase_seconds"]
+        }
+        print(
+            f"{name} phases (median seconds over {args.frames} frames): "
+            + ", ".join(f"{k} {v:.2f}" for k, v in phases.items())
+        )
+    print(f"Stackelberg-PPO / PPO wall time: {median:.3f} (target <= 1.3)")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    record = {
+        "env": args.env,
+        "frames": args.frames,
+        "overrides": args.overrides,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "torch": torch.__version__,
+        "median_ratio": median,
+        "rounds": rounds,
+    }
+    (RESULTS / "ppo_overhead.json").write_text(json.dumps(record, indent=2))
+    print(f"wrote {RESULTS / 'ppo_overhead.json'}")
+
+
+if __name__ == "__main__":
+    main()
