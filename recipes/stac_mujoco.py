@@ -233,7 +233,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         done = counters["frames"] >= cfg.total_frames
         if counters["frames"] >= next_eval or done:
             eval_seed = cfg.seed + 10_000 * (1 + counters["evaluations"])
-            last_eval = evaluate(actor, evaluation_env(), cfg.eval_episodes, eval_seed)
+            env = evaluation_env()
+            last_eval = evaluate(actor, env, cfg.eval_episodes, eval_seed)
+            if env is not eval_env:
+                env.close()
             counters["evaluations"] += 1
             metrics["eval/return_mean"] = float(np.mean(last_eval))
             metrics["eval/return_std"] = float(np.std(last_eval))
