@@ -78,7 +78,7 @@ class StacConfig:
     ppo_minibatch_size: int = _key(64, low=1)  # objective=ppo: steps per minibatch
     ppo_clip_epsilon: float = _key(0.2, above=0.0)  # objective=ppo: ClipPPOLoss's ε
     ppo_critic_coef: float = _key(0.25, above=0.0)  # objective=ppo: weight of the l2 value loss
-    ppo_anneal: bool = True  # objective=ppo: learning rates and ε decay linearly to 0 over the run
+    ppo_anneal: bool = True  # objective=ppo: learning rates decay linearly to 0 over the run (ε stays)
     eval_interval: int = _key(20_000, low=1)  # frames between deterministic evaluations
     eval_episodes: int = _key(5, low=1)
     checkpoint_interval: int = _key(100_000, low=1)  # frames between checkpoints (the last two kept)

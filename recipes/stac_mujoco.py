@@ -171,7 +171,6 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                     for optimizer, lr in ((actor_opt, cfg.actor_lr), (critic_opt, cfg.critic_lr)):
                         for group in optimizer.param_groups:
                             group["lr"] = lr * alpha
-                    ppo_loss.clip_epsilon.fill_(cfg.ppo_clip_epsilon * alpha)
                     actor_opt.zero_grad()
                     critic_opt.zero_grad()
                     losses = ppo_loss(minibatch)
