@@ -66,3 +66,32 @@ def orthogonal(net: nn.Module, gain: float) -> nn.Module:
             torch.nn.init.orthogonal_(layer.weight, gain)
             layer.bias.data.zero_()
     return net
+
+
+def make_sac_models(env: EnvBase, cells: list[int], device: str) -> tuple[ProbabilisticActor, list[ValueOperator]]:
+    """TorchRL's SAC networks: a ReLU MLP TanhNormal actor and twin Q critics on (observation, action)."""
+    obs_dim = env.observation_spec["observation"].shape[-1]
+    action_spec = env.action_spec_unbatched
+    if isinstance(action_spec, OneHot | Categorical):
+        raise ConfigError("SAC here needs continuous (Box) actions.")
+    act_dim = action_spec.shape[-1]
+    net = nn.Sequential(
+        MLP(in_features=obs_dim, out_features=2 * act_dim, num_cells=list(cells), activation_class=nn.ReLU),
+        NormalParamExtractor(),
+    )
+    actor = ProbabilisticActor(
+        TensorDictModule(net, ["observation"], ["loc", "scale"]),
+        in_keys=["loc", "scale"],
+        spec=action_spec,
+        distribution_class=TanhNormal,
+        distribution_kwargs={"low": action_spec.space.low, "high": action_spec.space.high},
+        return_log_prob=False,
+    )
+    critics = [
+        ValueOperator(
+            MLP(in_features=obs_dim + act_dim, out_features=1, num_cells=list(cells), activation_class=nn.ReLU),
+            in_keys=["observation", "action"],
+        ).to(device)
+        for _ in range(2)
+    ]
+    return actor.to(device), critics

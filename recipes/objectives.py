@@ -10,7 +10,14 @@ from torchrl.modules import ProbabilisticActor, ValueOperator
 from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value import GAE
 
-from torchrl_stac import CriticLoss, ExponentialDecay, ImplicitGradientHook, StackelbergActorLoss
+from torchrl_stac import (
+    CriticLoss,
+    ExponentialDecay,
+    ImplicitGradientHook,
+    StackelbergActorLoss,
+    StackelbergSACLoss,
+    StackelbergUpdate,
+)
 from torchrl_stac.regularization import Regularization
 
 
@@ -80,6 +87,26 @@ def make_ppo_loss(
             on_nonfinite="skip",
         )
     return loss, advantage, hook
+
+
+def make_sac(
+    cfg: DictConfig, actor: ProbabilisticActor, critics: list[ValueOperator]
+) -> tuple[StackelbergSACLoss, StackelbergUpdate | None]:
+    """SAC's two players and, for algo=stsac, the Stackelberg update with the configured leader."""
+    loss = StackelbergSACLoss(actor, critics, gamma=cfg.gamma, alpha_init=cfg.alpha_init)
+    if cfg.algo == "sac":
+        return loss, None
+    update = StackelbergUpdate(
+        loss,
+        leader=cfg.leader,
+        regularization=make_regularization(cfg),
+        max_iter=cfg.cg_iterations,
+        hessian=cfg.hessian,
+        curvature_fallback=cfg.curvature_fallback,
+        on_nonfinite="skip",
+        eigenvalue_steps=cfg.eigenvalue_steps,
+    )
+    return loss, update
 
 
 def make_optimizer(

@@ -89,6 +89,44 @@ class StacConfig:
 
 
 @dataclass
+class StsacConfig:
+    """Stackelberg SAC (``algo=stsac``) or plain SAC (``algo=sac``): TorchRL's SAC settings."""
+
+    env: str = "Hopper-v4"  # any Gymnasium id with a flat Box observation and Box actions
+    seed: int = 0
+    algo: str = _key("stsac", choices=("stsac", "sac"))  # sac: each player's own gradient
+    leader: str = _key("actor", choices=("actor", "critic"))  # who follows the total derivative
+    total_frames: int = _key(1_000_000, low=1)
+    init_random_frames: int = _key(25_000, low=0)  # uniform random actions first (capped at 10% of the run)
+    frames_per_batch: int = _key(1000, low=1)  # env steps between rounds of updates
+    utd_ratio: float = _key(1.0, above=0.0)  # gradient updates per env step
+    batch_size: int = _key(256, low=1)  # minibatch of both players' losses
+    buffer_size: int = _key(1_000_000, low=1)
+    num_cells: list[int] = _key([256, 256], low=1)  # ReLU MLPs (TorchRL's SAC)
+    actor_lr: float = _key(3e-4, above=0.0)
+    critic_lr: float = _key(3e-4, above=0.0)
+    alpha_lr: float = _key(3e-4, above=0.0)
+    alpha_init: float = _key(1.0, above=0.0)
+    gamma: float = _key(0.99, low=0.0, high=1.0)
+    tau: float = _key(0.005, above=0.0, high=1.0)  # target networks: Q̄ ← (1 − τ) Q̄ + τ Q per update
+    regularization: float = _key(1.0, low=0.0)  # λ
+    regularization_decay: str = _key("none", choices=("none", "exp"))
+    regularization_half_life: float = _key(100_000.0, above=0.0)  # in updates
+    regularization_floor: float = _key(0.0, low=0.0)
+    cg_iterations: int = _key(10, low=1)
+    hessian: str = _key("exact", choices=("exact", "gauss_newton"))  # gauss_newton: leader=actor only
+    curvature_fallback: str | None = _key("gauss_newton", choices=("gauss_newton", None))  # leader=actor
+    eigenvalue_steps: int = _key(0, low=0)  # Lanczos steps for the follower Hessian's extreme eigenvalues
+    eval_interval: int = _key(10_000, low=1)
+    eval_episodes: int = _key(5, low=1)
+    checkpoint_interval: int = _key(50_000, low=1)  # checkpoints hold the replay buffer
+    resume: str | None = None
+    logger: str = _key("csv", choices=("csv", "tensorboard", "wandb", "none"))
+    device: str = "cpu"
+    threads: int = _key(0, low=0)
+
+
+@dataclass
 class EvaluateConfig:
     """``recipes/evaluate.py``: deterministic returns of a saved run."""
 
@@ -100,8 +138,9 @@ class EvaluateConfig:
 
 ConfigStore.instance().store(name="stac_schema", node=StacConfig)
 ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
+ConfigStore.instance().store(name="stsac_schema", node=StsacConfig)
 
-SCHEMAS = (StacConfig, EvaluateConfig)
+SCHEMAS = (StacConfig, StsacConfig, EvaluateConfig)
 # Keys whose change would make a resumed run a different experiment.
 RESUME_MAY_CHANGE = frozenset(
     {"total_frames", "resume", "logger", "eval_interval", "eval_episodes", "checkpoint_interval", "threads", "device"}
@@ -109,7 +148,9 @@ RESUME_MAY_CHANGE = frozenset(
 
 
 def _schema_for(cfg: DictConfig) -> type:
-    return EvaluateConfig if "checkpoint" in cfg else StacConfig
+    if "checkpoint" in cfg:
+        return EvaluateConfig
+    return StsacConfig if "leader" in cfg else StacConfig
 
 
 def allowed(schema: type, name: str) -> str:
@@ -176,6 +217,11 @@ def validate(cfg: DictConfig) -> None:
     check_device(cfg.device)
     if schema is StacConfig:
         _check_training_rules(cfg)
+    if schema is StsacConfig and cfg.leader == "critic" and (cfg.hessian == "gauss_newton" or cfg.curvature_fallback):
+        raise ConfigError(
+            "leader=critic inverts the actor's Hessian, which has no Gauss-Newton form: "
+            "pass hessian=exact curvature_fallback=null."
+        )
 
 
 def _check_training_rules(cfg: DictConfig) -> None:

@@ -223,6 +223,20 @@ def _frozen_copy(network: torch.nn.Module) -> torch.nn.Module:
     return target
 
 
+def plain_gradients(loss: StackelbergSACLoss, tensordict: TensorDictBase) -> TensorDictBase:
+    """SAC's step: each player's ``.grad`` is its own partial gradient (∇_θ f_A, ∇_w f_C), α's its own.
+
+    With partial gradients only, the target's θ-dependence plays no role: this is TorchRL's SAC.
+    """
+    losses = loss(tensordict)
+    for value, params in ((losses["loss_actor"], loss.actor_params), (losses["loss_qvalue"], loss.critic_params)):
+        for param, grad in zip(params, torch.autograd.grad(value, params, retain_graph=True), strict=True):
+            param.grad = grad
+    if not loss.fixed_alpha:
+        loss.log_alpha.grad = torch.autograd.grad(losses["loss_alpha"], loss.log_alpha)[0]
+    return losses.detach()
+
+
 _CHOICES = {
     "leader": ("actor", "critic"),
     "solver": ("cg", "dense"),

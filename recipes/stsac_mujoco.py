@@ -1,0 +1,199 @@
+"""Stackelberg SAC (``algo=stsac``, ``leader=actor|critic``) or plain SAC (``algo=sac``) on MuJoCo.
+
+python recipes/stsac_mujoco.py env=Hopper-v4                       # the actor leads
+python recipes/stsac_mujoco.py env=Hopper-v4 leader=critic         # the critic leads
+python recipes/stsac_mujoco.py env=Hopper-v4 algo=sac              # plain SAC (TorchRL's settings)
+
+Every key of ``schema.StsacConfig`` is a ``key=value`` override; ``config_stsac.yaml`` is the
+preset. The builders are shared with ``stac_mujoco.py``; only the loop below differs: collect
+``frames_per_batch`` steps into a replay buffer, then ``utd_ratio`` updates per step, each on one
+minibatch and one noise draw for both players (leader: total derivative; follower: its own
+gradient; α: its own loss), then Polyak-averaged targets.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from torchrl.data import LazyTensorStorage, ReplayBuffer
+from tqdm import tqdm
+
+import cli
+from checkpoints import (
+    check_resumable,
+    load_checkpoint,
+    restore,
+    run_dir_of,
+    save_checkpoint,
+    seed_everything,
+    training_state,
+)
+from envs import check_env, make_collector, make_env, start_fresh_episodes
+from evaluation import evaluate
+from logs import PhaseTimer, log_scalars, make_logger
+from models import make_sac_models
+from objectives import make_optimizer, make_sac
+from schema import validate
+from torchrl_stac import plain_gradients
+
+
+def train(cfg: DictConfig, run_dir: Path | None) -> dict[str, Any]:
+    """Train as configured into ``run_dir`` (or, with ``resume=``, the resumed run's directory)."""
+    # ---- check everything before building anything
+    validate(cfg)
+    check_env(cfg.env)
+    resumed, resumed_from = load_checkpoint(cfg.resume) if cfg.resume else (None, None)
+    if resumed is not None:
+        check_resumable(cfg, resumed, cfg.resume)
+        run_dir = run_dir_of(cfg.resume)
+    run_dir = Path(run_dir)
+
+    # ---- build: networks, the two players' losses, the Stackelberg update, optimizers, replay buffer
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    eval_env = make_env(cfg.env, 1, cfg.device)
+    actor, critics = make_sac_models(eval_env, cfg.num_cells, cfg.device)
+    loss, stackelberg = make_sac(cfg, actor, critics)
+    actor_opt = make_optimizer("adam", loss.actor_params, cfg.actor_lr)
+    critic_opt = make_optimizer("adam", loss.critic_params, cfg.critic_lr)
+    alpha_opt = make_optimizer("adam", [loss.log_alpha], cfg.alpha_lr)
+    replay = ReplayBuffer(storage=LazyTensorStorage(cfg.buffer_size), batch_size=cfg.batch_size)
+    stateful = {
+        "losses": loss,  # actor, twin critics, their targets and log α
+        "actor_optimizer": actor_opt,
+        "critic_optimizer": critic_opt,
+        "alpha_optimizer": alpha_opt,
+        "stackelberg": stackelberg,
+        "replay_buffer": replay,
+    }
+    counters = {"frames": 0, "iterations": 0, "evaluations": 0, "updates": 0}
+    if resumed is not None:
+        counters = restore(stateful, resumed)
+        print(f"resuming {run_dir} from {resumed_from.name} at {counters['frames']} frames", flush=True)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    logger = make_logger(
+        cfg.logger, run_dir, counters["frames"] if resumed else None, resumed.get("logger") if resumed else None
+    )
+    warmup = min(cfg.init_random_frames, cfg.total_frames // 10)  # a short run still trains
+    iterations = math.ceil((cfg.total_frames - counters["frames"]) / cfg.frames_per_batch)
+    one_env = {"num_envs": 1, "collector_workers": 1, "normalize_observations": False}
+    collector_cfg = OmegaConf.create(
+        {"env": cfg.env, "device": cfg.device, "frames_per_batch": cfg.frames_per_batch, **one_env}
+    )
+    collector = make_collector(collector_cfg, actor, iterations * cfg.frames_per_batch)
+    collector.init_random_frames = max(0, warmup - counters["frames"])  # uniform actions until then
+    timer = PhaseTimer()
+
+    def checkpoint() -> Path:
+        state = training_state(stateful, counters, cfg)
+        state["logger"] = logger.state_dict() if cfg.logger == "wandb" else None
+        return save_checkpoint(run_dir, state)
+
+    progress = tqdm(total=cfg.total_frames, initial=counters["frames"], unit="frames", desc=f"{cfg.algo} {cfg.env}")
+    recent_returns: list[float] = []
+    last_eval: list[float] = []
+    last_checkpoint = None
+    next_eval = (counters["frames"] // cfg.eval_interval + 1) * cfg.eval_interval
+    next_checkpoint = (counters["frames"] // cfg.checkpoint_interval + 1) * cfg.checkpoint_interval
+    start_wall = time.perf_counter()
+    # Fresh, seeded episodes at the start and after every checkpoint: a resumed run is bit-identical.
+    start_fresh_episodes(collector, cfg.seed + 1_000 * counters["iterations"])
+
+    tic = time.perf_counter()
+    for batch in collector:  # collect frames_per_batch steps with the current policy
+        timer.add("collect", time.perf_counter() - tic)
+        counters["frames"] += batch.numel()
+        counters["iterations"] += 1
+        replay.extend(batch.reshape(-1))
+        logged = defaultdict(list)
+        if counters["frames"] >= warmup:
+            with timer("update"):
+                for _ in range(int(cfg.utd_ratio * batch.numel())):
+                    minibatch = replay.sample()
+                    if stackelberg is not None:  # leader: total derivative; follower and α: their own
+                        diagnostics = stackelberg(minibatch)
+                        prefix = "implicit/"
+                    else:  # SAC: each player's own partial gradient
+                        diagnostics = plain_gradients(loss, minibatch)
+                        prefix = "sac/"
+                    for optimizer in (actor_opt, critic_opt, alpha_opt):
+                        optimizer.step()
+                        optimizer.zero_grad(set_to_none=True)
+                    loss.update_targets(cfg.tau)
+                    counters["updates"] += 1
+                    for key, value in diagnostics.items():
+                        logged[prefix + key].append(float(value))
+        metrics = {key: float(np.mean(values)) for key, values in logged.items()}
+        metrics["alpha"] = float(loss.alpha)
+
+        # log, evaluate, checkpoint
+        finished = batch["next", "episode_reward"][batch["next", "done"]]
+        if finished.numel():
+            recent_returns = (recent_returns + finished.tolist())[-20:]
+            metrics["train/episode_return"] = float(finished.mean())
+        metrics.update(timer.pop())
+        done = counters["frames"] >= cfg.total_frames
+        if counters["frames"] >= next_eval or done:
+            last_eval = evaluate(actor, eval_env, cfg.eval_episodes, cfg.seed + 10_000 * (1 + counters["evaluations"]))
+            counters["evaluations"] += 1
+            metrics["eval/return_mean"] = float(np.mean(last_eval))
+            metrics["eval/return_std"] = float(np.std(last_eval))
+            next_eval += cfg.eval_interval
+        log_scalars(logger, metrics, counters["frames"])
+        if counters["frames"] >= next_checkpoint or done:
+            last_checkpoint = checkpoint()
+            next_checkpoint += cfg.checkpoint_interval
+            if not done:
+                start_fresh_episodes(collector, cfg.seed + 1_000 * counters["iterations"])
+        progress.update(batch.numel())
+        postfix = {"return": f"{np.mean(recent_returns):.1f}" if recent_returns else "-"}
+        if last_eval:
+            postfix["eval"] = f"{np.mean(last_eval):.1f}"
+        progress.set_postfix(postfix)
+        tic = time.perf_counter()
+
+    collector.shutdown()
+    progress.close()
+    eval_env.close()
+    wall = time.perf_counter() - start_wall
+    summary = {
+        "env": cfg.env,
+        "algo": cfg.algo,
+        "leader": cfg.leader,
+        "seed": cfg.seed,
+        "frames": counters["frames"],
+        "updates": counters["updates"],
+        "wall_seconds": wall,
+        "eval_return_mean": float(np.mean(last_eval)) if last_eval else float("nan"),
+        "run_dir": str(run_dir),
+        "checkpoint": str(last_checkpoint),
+        "phase_seconds": dict(timer.totals),
+    }
+    print(
+        f"done: {cfg.algo} ({cfg.leader} leads) on {cfg.env}, seed {cfg.seed}: {counters['frames']} frames, "
+        f"{counters['updates']} updates in {wall:.1f} s, eval return {summary['eval_return_mean']:.1f}; "
+        f"logs and checkpoints in {run_dir}"
+    )
+    return summary
+
+
+@hydra.main(config_path=".", config_name="config_stsac", version_base="1.3")
+@cli.one_line_errors
+def main(cfg: DictConfig) -> None:
+    train(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+if __name__ == "__main__":
+    cli.run(main)
