@@ -102,7 +102,7 @@ def make_sac(
         regularization=make_regularization(cfg),
         max_iter=cfg.cg_iterations,
         hessian=cfg.hessian,
-        curvature_fallback=cfg.curvature_fallback,
+        curvature_fallback=cfg.curvature_fallback if cfg.leader == "actor" else None,  # the critic's GN only
         on_nonfinite="skip",
         eigenvalue_steps=cfg.eigenvalue_steps,
     )

@@ -115,7 +115,7 @@ class StsacConfig:
     regularization_floor: float = _key(0.0, low=0.0)
     cg_iterations: int = _key(10, low=1)
     hessian: str = _key("exact", choices=("exact", "gauss_newton"))  # gauss_newton: leader=actor only
-    curvature_fallback: str | None = _key("gauss_newton", choices=("gauss_newton", None))  # leader=actor
+    curvature_fallback: str | None = _key("gauss_newton", choices=("gauss_newton", None))  # leader=actor only
     eigenvalue_steps: int = _key(0, low=0)  # Lanczos steps for the follower Hessian's extreme eigenvalues
     eval_interval: int = _key(10_000, low=1)
     eval_episodes: int = _key(5, low=1)
@@ -217,11 +217,8 @@ def validate(cfg: DictConfig) -> None:
     check_device(cfg.device)
     if schema is StacConfig:
         _check_training_rules(cfg)
-    if schema is StsacConfig and cfg.leader == "critic" and (cfg.hessian == "gauss_newton" or cfg.curvature_fallback):
-        raise ConfigError(
-            "leader=critic inverts the actor's Hessian, which has no Gauss-Newton form: "
-            "pass hessian=exact curvature_fallback=null."
-        )
+    if schema is StsacConfig and cfg.leader == "critic" and cfg.hessian == "gauss_newton":
+        raise ConfigError("leader=critic inverts the actor's Hessian, which has no Gauss-Newton form: hessian=exact.")
 
 
 def _check_training_rules(cfg: DictConfig) -> None:

@@ -36,7 +36,6 @@ def csv_steps(run_dir: Path, name: str) -> list[int]:
 
 @pytest.mark.parametrize("leader", ["actor", "critic"])
 def test_short_run_updates_and_logs_the_implicit_diagnostics(tmp_path, leader):
-    extra = ["curvature_fallback=null"] if leader == "critic" else []
     result = subprocess.run(
         [
             sys.executable,
@@ -44,7 +43,6 @@ def test_short_run_updates_and_logs_the_implicit_diagnostics(tmp_path, leader):
             f"leader={leader}",
             "total_frames=600",
             *TINY,
-            *extra,
             f"hydra.run.dir={tmp_path}",
         ],
         capture_output=True,
