@@ -30,6 +30,19 @@ def make_regularization(cfg: DictConfig) -> Regularization:
     return ExponentialDecay(start=cfg.regularization, floor=cfg.regularization_floor, rate=rate)
 
 
+def hook_options(cfg: DictConfig) -> dict:
+    """The hook's settings from the config (λ and its schedule, CG, curvature, start states)."""
+    return {
+        "regularization": make_regularization(cfg),
+        "max_iter": cfg.cg_iterations,
+        "hessian": cfg.hessian,
+        "curvature_fallback": cfg.curvature_fallback,
+        "start_states": cfg.start_states,
+        "gamma": cfg.gamma,
+        "on_nonfinite": "skip",
+    }
+
+
 def make_losses(
     cfg: DictConfig, actor: ProbabilisticActor, critic: ValueOperator
 ) -> tuple[StackelbergActorLoss, CriticLoss, ImplicitGradientHook | None]:
@@ -42,16 +55,7 @@ def make_losses(
     actor_loss.set_keys(value_target="gae_target")  # keep the critic's MC targets in value_target
     hook = None
     if cfg.algo == "stac":
-        hook = ImplicitGradientHook(
-            actor_loss,
-            critic_loss,
-            regularization=make_regularization(cfg),
-            max_iter=cfg.cg_iterations,
-            hessian=cfg.hessian,
-            curvature_fallback=cfg.curvature_fallback,
-            start_states=cfg.start_states,
-            on_nonfinite="skip",
-        )
+        hook = ImplicitGradientHook(actor_loss, critic_loss, **hook_options(cfg))
     return actor_loss, critic_loss, hook
 
 
@@ -76,16 +80,7 @@ def make_ppo_loss(
     )
     hook = None
     if cfg.algo == "stac":
-        hook = ImplicitGradientHook(
-            loss,
-            regularization=make_regularization(cfg),
-            max_iter=cfg.cg_iterations,
-            hessian=cfg.hessian,
-            curvature_fallback=cfg.curvature_fallback,
-            start_states=cfg.start_states,
-            gamma=cfg.gamma,
-            on_nonfinite="skip",
-        )
+        hook = ImplicitGradientHook(loss, **hook_options(cfg))  # follower: PPO's critic on GAE's target
     return loss, advantage, hook
 
 

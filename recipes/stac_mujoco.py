@@ -29,10 +29,9 @@ from tensordict import TensorDictBase
 from torch.nn.utils import clip_grad_norm_
 from torchrl.data import LazyTensorStorage, ReplayBuffer
 from torchrl.data.replay_buffers import SamplerWithoutReplacement
-from torchrl.envs import TransformedEnv
-from tqdm import tqdm
 
 import cli
+from bookkeeping import RunTracker
 from checkpoints import (
     check_resumable,
     load_checkpoint,
@@ -42,9 +41,9 @@ from checkpoints import (
     seed_everything,
     training_state,
 )
-from envs import check_env, make_collector, make_env, observation_norm, start_fresh_episodes
+from envs import check_env, make_collector, make_env, observation_norm
 from evaluation import evaluate
-from logs import PhaseTimer, log_scalars, make_logger
+from logs import PhaseTimer, make_logger
 from models import make_models
 from objectives import make_losses, make_optimizer, make_ppo_loss
 from schema import validate
@@ -195,25 +194,20 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
     update = ppo_update if ppo else pg_update
 
-    def evaluation_env() -> TransformedEnv:
-        """The evaluation env; with observation statistics, a frozen copy of the training env's."""
-        return make_env(cfg.env, 1, cfg.device, norm.frozen_copy()) if norm is not None else eval_env
+    def evaluate_policy(seed: int) -> list[float]:
+        """Deterministic returns; with observation statistics, in an env with a frozen copy of them."""
+        env = make_env(cfg.env, 1, cfg.device, norm.frozen_copy()) if norm is not None else eval_env
+        returns = evaluate(actor, env, cfg.eval_episodes, seed)
+        if env is not eval_env:
+            env.close()
+        return returns
 
     def checkpoint() -> Path:
         state = training_state(stateful, counters, cfg)
         state["logger"] = logger.state_dict() if cfg.logger == "wandb" else None
         return save_checkpoint(run_dir, state)
 
-    progress = tqdm(total=cfg.total_frames, initial=counters["frames"], unit="frames", desc=f"{cfg.algo} {cfg.env}")
-    recent_returns: list[float] = []
-    last_eval: list[float] = []
-    last_checkpoint = None
-    next_eval = (counters["frames"] // cfg.eval_interval + 1) * cfg.eval_interval
-    next_checkpoint = (counters["frames"] // cfg.checkpoint_interval + 1) * cfg.checkpoint_interval
-    start_wall = time.perf_counter()
-    # Fresh, seeded episodes at the start and after every checkpoint: a resumed run is bit-identical.
-    start_fresh_episodes(collector, cfg.seed + 1_000 * counters["iterations"])
-
+    tracker = RunTracker(cfg, counters, logger, timer, collector, evaluate_policy, checkpoint, f"{cfg.algo} {cfg.env}")
     tic = time.perf_counter()
     for batch in collector:  # collect frames_per_batch on-policy transitions
         timer.add("collect", time.perf_counter() - tic)
@@ -223,56 +217,16 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         counters["iterations"] += 1
         metrics = update(batch)  # pg: the paper's Algorithm 1; ppo: TorchRL's PPO (+ the correction)
 
-        # log, evaluate, checkpoint
-        finished = batch["next", "episode_reward"][batch["next", "done"]]
-        if finished.numel():
-            recent_returns = (recent_returns + finished.tolist())[-20:]
-            metrics["train/episode_return"] = float(finished.mean())
-        metrics.update(timer.pop())
-        done = counters["frames"] >= cfg.total_frames
-        if counters["frames"] >= next_eval or done:
-            eval_seed = cfg.seed + 10_000 * (1 + counters["evaluations"])
-            env = evaluation_env()
-            last_eval = evaluate(actor, env, cfg.eval_episodes, eval_seed)
-            if env is not eval_env:
-                env.close()
-            counters["evaluations"] += 1
-            metrics["eval/return_mean"] = float(np.mean(last_eval))
-            metrics["eval/return_std"] = float(np.std(last_eval))
-            next_eval += cfg.eval_interval
-        log_scalars(logger, metrics, counters["frames"])
-        if counters["frames"] >= next_checkpoint or done:
-            last_checkpoint = checkpoint()
-            next_checkpoint += cfg.checkpoint_interval
-            if not done:
-                start_fresh_episodes(collector, cfg.seed + 1_000 * counters["iterations"])
-        progress.update(batch.numel())
-        postfix = {"return": f"{np.mean(recent_returns):.1f}" if recent_returns else "-"}
-        if last_eval:
-            postfix["eval"] = f"{np.mean(last_eval):.1f}"
-        progress.set_postfix(postfix)
+        tracker.after_batch(batch, metrics)  # log, evaluate, checkpoint
         tic = time.perf_counter()
 
     collector.shutdown()
-    progress.close()
     eval_env.close()  # the collector's shutdown closed the training envs
-    wall = time.perf_counter() - start_wall
-    summary = {
-        "env": cfg.env,
-        "algo": cfg.algo,
-        "seed": cfg.seed,
-        "frames": counters["frames"],
-        "wall_seconds": wall,
-        "eval_return_mean": float(np.mean(last_eval)) if last_eval else float("nan"),
-        "eval_return_std": float(np.std(last_eval)) if last_eval else float("nan"),
-        "run_dir": str(run_dir),
-        "checkpoint": str(last_checkpoint),
-        "phase_seconds": dict(timer.totals),
-    }
+    summary = tracker.finish(run_dir)
     print(
-        f"done: {cfg.algo} on {cfg.env}, seed {cfg.seed}: {counters['frames']} frames in {wall:.1f} s, "
-        f"eval return {summary['eval_return_mean']:.1f} ± {summary['eval_return_std']:.1f}; "
-        f"logs and checkpoints in {run_dir}"
+        f"done: {cfg.algo} on {cfg.env}, seed {cfg.seed}: {summary['frames']} frames in "
+        f"{summary['wall_seconds']:.1f} s, eval return {summary['eval_return_mean']:.1f} ± "
+        f"{summary['eval_return_std']:.1f}; logs and checkpoints in {run_dir}"
     )
     return summary
 

@@ -25,9 +25,9 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torchrl.data import LazyTensorStorage, ReplayBuffer
-from tqdm import tqdm
 
 import cli
+from bookkeeping import RunTracker
 from checkpoints import (
     check_resumable,
     load_checkpoint,
@@ -37,9 +37,9 @@ from checkpoints import (
     seed_everything,
     training_state,
 )
-from envs import check_env, make_collector, make_env, start_fresh_episodes
+from envs import check_env, make_collector, make_env
 from evaluation import evaluate
-from logs import PhaseTimer, log_scalars, make_logger
+from logs import PhaseTimer, make_logger
 from models import make_sac_models
 from objectives import make_optimizer, make_sac
 from schema import validate
@@ -101,16 +101,10 @@ def train(cfg: DictConfig, run_dir: Path | None) -> dict[str, Any]:
         state["logger"] = logger.state_dict() if cfg.logger == "wandb" else None
         return save_checkpoint(run_dir, state)
 
-    progress = tqdm(total=cfg.total_frames, initial=counters["frames"], unit="frames", desc=f"{cfg.algo} {cfg.env}")
-    recent_returns: list[float] = []
-    last_eval: list[float] = []
-    last_checkpoint = None
-    next_eval = (counters["frames"] // cfg.eval_interval + 1) * cfg.eval_interval
-    next_checkpoint = (counters["frames"] // cfg.checkpoint_interval + 1) * cfg.checkpoint_interval
-    start_wall = time.perf_counter()
-    # Fresh, seeded episodes at the start and after every checkpoint: a resumed run is bit-identical.
-    start_fresh_episodes(collector, cfg.seed + 1_000 * counters["iterations"])
+    def evaluate_policy(seed: int) -> list[float]:
+        return evaluate(actor, eval_env, cfg.eval_episodes, seed)
 
+    tracker = RunTracker(cfg, counters, logger, timer, collector, evaluate_policy, checkpoint, f"{cfg.algo} {cfg.env}")
     tic = time.perf_counter()
     for batch in collector:  # collect frames_per_batch steps with the current policy
         timer.add("collect", time.perf_counter() - tic)
@@ -138,53 +132,16 @@ def train(cfg: DictConfig, run_dir: Path | None) -> dict[str, Any]:
         metrics = {key: float(np.mean(values)) for key, values in logged.items()}
         metrics["alpha"] = float(loss.alpha)
 
-        # log, evaluate, checkpoint
-        finished = batch["next", "episode_reward"][batch["next", "done"]]
-        if finished.numel():
-            recent_returns = (recent_returns + finished.tolist())[-20:]
-            metrics["train/episode_return"] = float(finished.mean())
-        metrics.update(timer.pop())
-        done = counters["frames"] >= cfg.total_frames
-        if counters["frames"] >= next_eval or done:
-            last_eval = evaluate(actor, eval_env, cfg.eval_episodes, cfg.seed + 10_000 * (1 + counters["evaluations"]))
-            counters["evaluations"] += 1
-            metrics["eval/return_mean"] = float(np.mean(last_eval))
-            metrics["eval/return_std"] = float(np.std(last_eval))
-            next_eval += cfg.eval_interval
-        log_scalars(logger, metrics, counters["frames"])
-        if counters["frames"] >= next_checkpoint or done:
-            last_checkpoint = checkpoint()
-            next_checkpoint += cfg.checkpoint_interval
-            if not done:
-                start_fresh_episodes(collector, cfg.seed + 1_000 * counters["iterations"])
-        progress.update(batch.numel())
-        postfix = {"return": f"{np.mean(recent_returns):.1f}" if recent_returns else "-"}
-        if last_eval:
-            postfix["eval"] = f"{np.mean(last_eval):.1f}"
-        progress.set_postfix(postfix)
+        tracker.after_batch(batch, metrics)  # log, evaluate, checkpoint
         tic = time.perf_counter()
 
     collector.shutdown()
-    progress.close()
     eval_env.close()
-    wall = time.perf_counter() - start_wall
-    summary = {
-        "env": cfg.env,
-        "algo": cfg.algo,
-        "leader": cfg.leader,
-        "seed": cfg.seed,
-        "frames": counters["frames"],
-        "updates": counters["updates"],
-        "wall_seconds": wall,
-        "eval_return_mean": float(np.mean(last_eval)) if last_eval else float("nan"),
-        "run_dir": str(run_dir),
-        "checkpoint": str(last_checkpoint),
-        "phase_seconds": dict(timer.totals),
-    }
+    summary = {**tracker.finish(run_dir), "leader": cfg.leader, "updates": counters["updates"]}
     print(
-        f"done: {cfg.algo} ({cfg.leader} leads) on {cfg.env}, seed {cfg.seed}: {counters['frames']} frames, "
-        f"{counters['updates']} updates in {wall:.1f} s, eval return {summary['eval_return_mean']:.1f}; "
-        f"logs and checkpoints in {run_dir}"
+        f"done: {cfg.algo} ({cfg.leader} leads) on {cfg.env}, seed {cfg.seed}: {summary['frames']} frames, "
+        f"{summary['updates']} updates in {summary['wall_seconds']:.1f} s, eval return "
+        f"{summary['eval_return_mean']:.1f}; logs and checkpoints in {run_dir}"
     )
     return summary
 

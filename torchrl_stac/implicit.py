@@ -6,7 +6,7 @@ import warnings
 from typing import Any, Literal
 
 import torch
-from tensordict import TensorDict, TensorDictBase
+from tensordict import TensorDictBase
 from tensordict.utils import NestedKey
 
 from torchrl_stac.curvature import (
@@ -16,6 +16,7 @@ from torchrl_stac.curvature import (
     gauss_newton_hvp,
     vjp_then_jvp,
 )
+from torchrl_stac.diagnostics import as_tensordict, check_choices, gradient_diagnostics, solve_diagnostics
 from torchrl_stac.leaders import Leader, as_leader
 from torchrl_stac.losses import CriticLoss, as_batch, require
 from torchrl_stac.regularization import Regularization, regularization_at
@@ -117,9 +118,7 @@ class ImplicitGradientHook:
             on_nonfinite=on_nonfinite,
             curvature_fallback=curvature_fallback,
         )
-        for name, value in options.items():
-            if value not in _CHOICES[name]:
-                raise ValueError(f"unknown {name} {value!r}: choose one of {_CHOICES[name]}.")
+        check_choices(options, _CHOICES)
         if max_iter < 1:
             raise ValueError(f"max_iter must be >= 1, got {max_iter}.")
         if tol < 0:
@@ -211,7 +210,7 @@ class ImplicitGradientHook:
             return self._skip_prepare(tensordict, "the correction's weights", lam, result)
         tensordict.set(self.weight_key, weights)
         self._previous_solution = result.solution.detach()
-        return self._solve_diagnostics(lam, result, fell_back, skipped=False)
+        return as_tensordict(solve_diagnostics(lam, result, fell_back, skipped=False))
 
     def correct(self, tensordict: TensorDictBase) -> TensorDictBase:
         """Add ``∇_θ (1/n) Σ_t f_t(θ) ω_t / σ`` over ``tensordict``'s n steps to the actor's ``.grad``.
@@ -230,10 +229,10 @@ class ImplicitGradientHook:
         correction = flatten(grads) / sigma
         if not torch.isfinite(correction).all():
             self._nonfinite("the implicit correction")
-            return self._gradient_diagnostics(partial, torch.zeros_like(partial), skipped=True)
+            return as_tensordict(gradient_diagnostics(partial, torch.zeros_like(partial), skipped=True))
         for param, piece in zip(self.actor_params, grads, strict=True):
             param.grad.add_(piece / sigma)
-        return self._gradient_diagnostics(partial, correction, skipped=False)
+        return as_tensordict(gradient_diagnostics(partial, correction, skipped=False))
 
     def _partial_gradient(self) -> torch.Tensor:
         if all(p.grad is None for p in self.actor_params):
@@ -286,34 +285,7 @@ class ImplicitGradientHook:
         td.set(self.weight_key, torch.zeros(td.batch_size, device=td.device))
         if result is None:
             result = SolveResult(torch.zeros(0), 0, float("nan"), False)
-        return self._solve_diagnostics(lam, result, False, skipped=True)
-
-    @staticmethod
-    def _solve_diagnostics(lam: float, result: SolveResult, fell_back: bool, *, skipped: bool) -> TensorDictBase:
-        values = {
-            "solver_iterations": float(result.iterations),
-            "relative_residual": result.relative_residual,
-            "nonpositive_curvature": float(result.nonpositive_curvature),
-            "gauss_newton_fallback": float(fell_back),
-            "regularization": lam,
-            "skipped": float(skipped),
-        }
-        return _as_tensordict(values)
-
-    @staticmethod
-    def _gradient_diagnostics(partial: torch.Tensor, correction: torch.Tensor, *, skipped: bool) -> TensorDictBase:
-        total = partial + correction
-        partial_norm = torch.linalg.vector_norm(partial)
-        implicit_norm = torch.linalg.vector_norm(correction)
-        values = {
-            "implicit_norm": implicit_norm,
-            "partial_norm": partial_norm,
-            "total_norm": torch.linalg.vector_norm(total),
-            "correction_ratio": implicit_norm / partial_norm.clamp_min(1e-12),
-            "cosine_partial_total": torch.nn.functional.cosine_similarity(partial, total, dim=0, eps=1e-12),
-            "skipped": float(skipped),
-        }
-        return _as_tensordict(values)
+        return as_tensordict(solve_diagnostics(lam, result, False, skipped=True))
 
     def state_dict(self) -> dict[str, Any]:
         """Update counter (drives λ schedules) and the CG warm start."""
@@ -322,7 +294,3 @@ class ImplicitGradientHook:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.num_updates = int(state["num_updates"])
         self._previous_solution = state["previous_solution"]
-
-
-def _as_tensordict(values: dict[str, Any]) -> TensorDictBase:
-    return TensorDict({k: torch.as_tensor(v, dtype=torch.float32).detach() for k, v in values.items()}, batch_size=[])

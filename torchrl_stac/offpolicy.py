@@ -33,6 +33,7 @@ from torch import distributions as D
 from torchrl.objectives import LossModule
 
 from torchrl_stac.curvature import flatten, hvp_from_grad, unflatten
+from torchrl_stac.diagnostics import as_tensordict, check_choices, gradient_diagnostics, solve_diagnostics
 from torchrl_stac.losses import check_finite, require
 from torchrl_stac.regularization import Regularization, regularization_at
 from torchrl_stac.solvers import SolveResult, solve_regularized
@@ -284,9 +285,7 @@ class StackelbergUpdate:
         eigenvalue_steps: int = 0,
     ):
         options = dict(leader=leader, solver=solver, hessian=hessian, on_nonfinite=on_nonfinite)
-        for name, value in options.items():
-            if value not in _CHOICES[name]:
-                raise ValueError(f"unknown {name} {value!r}: choose one of {_CHOICES[name]}.")
+        check_choices(options, _CHOICES)
         if (hessian == "gauss_newton" or curvature_fallback) and leader == "critic":
             raise ValueError("the Gauss-Newton matrix exists for the critic's squared error only: use leader='actor'.")
         if max_iter < 1 or eigenvalue_steps < 0:
@@ -405,29 +404,12 @@ class StackelbergUpdate:
 
     @staticmethod
     def _diagnostics(f_actor, f_critic, partial, correction, lam, result: SolveResult, fell_back, skipped, eigen):
-        total = partial + correction
-        partial_norm = torch.linalg.vector_norm(partial)
-        implicit_norm = torch.linalg.vector_norm(correction)
-        values = {
-            "loss_actor": f_actor.detach(),
-            "loss_qvalue": f_critic.detach(),
-            "implicit_norm": implicit_norm,
-            "partial_norm": partial_norm,
-            "total_norm": torch.linalg.vector_norm(total),
-            "correction_ratio": implicit_norm / partial_norm.clamp_min(1e-12),
-            "cosine_partial_total": torch.nn.functional.cosine_similarity(partial, total, dim=0, eps=1e-12),
-            "solver_iterations": float(result.iterations),
-            "relative_residual": result.relative_residual,
-            "nonpositive_curvature": float(result.nonpositive_curvature),
-            "gauss_newton_fallback": float(fell_back),
-            "regularization": lam,
-            "skipped": float(skipped),
-        }
+        values = {"loss_actor": f_actor.detach(), "loss_qvalue": f_critic.detach()}
+        values.update(gradient_diagnostics(partial, correction, skipped))
+        values.update(solve_diagnostics(lam, result, fell_back, skipped))
         if eigen is not None:
             values["hessian_eigenvalue_min"], values["hessian_eigenvalue_max"] = eigen
-        return TensorDict(
-            {k: torch.as_tensor(v, dtype=torch.float32).detach() for k, v in values.items()}, batch_size=[]
-        )
+        return as_tensordict(values)
 
     def state_dict(self) -> dict:
         """Update counter (drives λ schedules) and the CG warm start."""
