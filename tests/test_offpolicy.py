@@ -272,3 +272,19 @@ def test_gauss_newton_and_lanczos_diagnostics():
     assert exact[2]["hessian_eigenvalue_max"] == pytest.approx(float(eig[-1]), rel=1e-4)
     with pytest.raises(ValueError, match="Gauss-Newton"):
         StackelbergUpdate(loss, leader="critic", hessian="gauss_newton")
+
+
+def test_correction_every_n_updates_is_plain_sac_in_between():
+    from torchrl_stac import plain_gradients
+
+    loss, td = make_loss(num_q=2), make_batch(6)
+    update = StackelbergUpdate(loss, regularization=1.0, solver="dense", correction_every=3)
+    loss.draw_noise(td)
+    assert update(td)["corrected"] == 1
+    for _ in range(2):
+        diagnostics = update(td)
+        assert diagnostics["corrected"] == 0
+        theta_grad = torch.cat([p.grad.reshape(-1) for p in loss.actor_params]).clone()
+        plain_gradients(loss, td)
+        torch.testing.assert_close(theta_grad, torch.cat([p.grad.reshape(-1) for p in loss.actor_params]))
+    assert update(td)["corrected"] == 1

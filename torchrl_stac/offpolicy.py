@@ -267,6 +267,8 @@ class StackelbergUpdate:
         on_nonfinite: ``"raise"``, or ``"skip"`` the correction (plain gradients) with ``skipped=1``.
         eigenvalue_steps: Lanczos steps for the extreme eigenvalues of the follower's Hessian
             (0: not computed; the authors log them each epoch).
+        correction_every: correct the leader's gradient on one update in ``n``; the others are
+            plain SAC updates (``corrected = 0`` in their diagnostics).
     """
 
     def __init__(
@@ -283,13 +285,14 @@ class StackelbergUpdate:
         curvature_fallback: Literal["gauss_newton"] | None = None,
         on_nonfinite: Literal["raise", "skip"] = "raise",
         eigenvalue_steps: int = 0,
+        correction_every: int = 1,
     ):
         options = dict(leader=leader, solver=solver, hessian=hessian, on_nonfinite=on_nonfinite)
         check_choices(options, _CHOICES)
         if (hessian == "gauss_newton" or curvature_fallback) and leader == "critic":
             raise ValueError("the Gauss-Newton matrix exists for the critic's squared error only: use leader='actor'.")
-        if max_iter < 1 or eigenvalue_steps < 0:
-            raise ValueError("max_iter must be >= 1 and eigenvalue_steps >= 0.")
+        if max_iter < 1 or eigenvalue_steps < 0 or correction_every < 1:
+            raise ValueError("max_iter and correction_every must be >= 1, eigenvalue_steps >= 0.")
         regularization_at(regularization, 0)
         self.loss = loss
         self.leader = leader
@@ -297,6 +300,7 @@ class StackelbergUpdate:
         self.solver, self.max_iter, self.tol, self.warm_start = solver, max_iter, tol, warm_start
         self.hessian, self.curvature_fallback = hessian, curvature_fallback
         self.on_nonfinite, self.eigenvalue_steps = on_nonfinite, eigenvalue_steps
+        self.correction_every = correction_every
         self.num_updates = 0
         self._previous_solution: torch.Tensor | None = None
 
@@ -311,6 +315,12 @@ class StackelbergUpdate:
         self.num_updates += 1
         if self.loss.tensor_keys.noise not in tensordict.keys(True):
             self.loss.draw_noise(tensordict)  # one draw for both players (kept if the batch has one)
+        if (self.num_updates - 1) % self.correction_every:
+            return (
+                plain_gradients(self.loss, tensordict)
+                .select("loss_actor", "loss_qvalue")
+                .update({"corrected": torch.zeros(()), "regularization": torch.tensor(float(lam))})
+            )
         leader_params, follower_params = self.players()
         f_actor, log_prob = self.loss.actor_loss(tensordict)
         f_critic = self.loss.qvalue_loss(tensordict)
@@ -404,7 +414,7 @@ class StackelbergUpdate:
 
     @staticmethod
     def _diagnostics(f_actor, f_critic, partial, correction, lam, result: SolveResult, fell_back, skipped, eigen):
-        values = {"loss_actor": f_actor.detach(), "loss_qvalue": f_critic.detach()}
+        values = {"loss_actor": f_actor.detach(), "loss_qvalue": f_critic.detach(), "corrected": 1.0}
         values.update(gradient_diagnostics(partial, correction, skipped))
         values.update(solve_diagnostics(lam, result, fell_back, skipped))
         if eigen is not None:
