@@ -38,6 +38,7 @@ def hook_options(cfg: DictConfig) -> dict:
         "hessian": cfg.hessian,
         "curvature_fallback": cfg.curvature_fallback,
         "start_states": cfg.start_states,
+        "regularization_scale": cfg.regularization_scale,
         "gamma": cfg.gamma,
         "on_nonfinite": "skip",
     }

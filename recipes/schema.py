@@ -59,6 +59,7 @@ class StacConfig:
     regularization_decay: str = _key("none", choices=("none", "exp"))  # exp: λ halves every half-life
     regularization_half_life: float = _key(100.0, above=0.0)  # in actor updates (batches)
     regularization_floor: float = _key(0.0, low=0.0)  # λ decays towards this value
+    regularization_scale: str = _key("absolute", choices=("absolute", "trace"))  # trace: λ × tr(H)/n
     actor_lr: float = _key(0.05, above=0.0)  # αθ (paper, Figure 1)
     critic_lr: float = _key(0.01, above=0.0)  # αw (paper, Figure 1)
     optimizer: str = _key("sgd", choices=("sgd", "adam"))  # sgd: the paper's plain gradient steps

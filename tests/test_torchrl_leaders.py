@@ -91,3 +91,42 @@ def test_correct_needs_prepare_and_keys_name_themselves(players):
         hook.correct(td.exclude("action_log_prob"))
     with pytest.raises(TypeError, match="A2CLoss, PPOLoss"):
         ImplicitGradientHook(CriticLoss(critic))
+
+
+class Times(torch.nn.Module):
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x):
+        return self.factor * x
+
+
+@pytest.mark.parametrize("scale", ["absolute", "trace"])
+def test_trace_regularization_makes_the_correction_invariant_to_the_critics_scale(players, scale):
+    """The same critic with its outputs (and targets) ×10: J, b and H scale by 10, 10 and 100. With
+    λ relative to tr(H)/n the correction is unchanged; with an absolute λ it is not."""
+    from torchrl.modules import ValueOperator
+
+    actor, critic, td = players
+
+    def correction(critic_net, targets):
+        batch = td.clone()
+        batch["value_target"] = targets
+        loss = StackelbergActorLoss(actor, critic_net)
+        actor.zero_grad()
+        loss(batch)["loss_objective"].backward()
+        partial = flat_grads(actor).clone()
+        hook = ImplicitGradientHook(
+            loss, CriticLoss(critic_net), regularization=3.0, gamma=GAMMA, regularization_scale=scale, tol=1e-10
+        )
+        hook(batch)
+        return flat_grads(actor) - partial
+
+    scaled = ValueOperator(torch.nn.Sequential(critic.module, Times(10.0)), in_keys=["observation"])
+    base = correction(critic, td["value_target"])
+    big = correction(scaled, 10.0 * td["value_target"])
+    if scale == "trace":
+        torch.testing.assert_close(big, base, rtol=1e-4, atol=1e-7)
+    else:
+        assert (big - base).norm() > 0.1 * base.norm()

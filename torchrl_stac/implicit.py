@@ -30,7 +30,9 @@ _CHOICES = {
     "psi": ("advantage", "return"),
     "on_nonfinite": ("raise", "skip"),
     "curvature_fallback": (None, "gauss_newton"),
+    "regularization_scale": ("absolute", "trace"),
 }
+TRACE_PROBES = 4  # Rademacher probes of the Hutchinson estimate of tr(JᵀJ)
 
 
 class ImplicitGradientHook:
@@ -83,6 +85,10 @@ class ImplicitGradientHook:
             partial gradient is left as it is) and report ``skipped=1``.
         done_key, traj_key: where trajectory boundaries are read.
         weight_key: where :meth:`prepare` writes ω_t.
+        regularization_scale: ``"absolute"`` (λ as given) or ``"trace"``: λ times the mean
+            diagonal of the Gauss-Newton matrix, tr((2/N) JᵀJ)/n (Hutchinson, 4 Rademacher probes
+            drawn from a generator seeded by the update index). The correction is then invariant
+            to the scale of the critic's outputs; with a fixed absolute λ it grows with their square.
     """
 
     def __init__(
@@ -104,6 +110,7 @@ class ImplicitGradientHook:
         done_key: NestedKey = ("next", "done"),
         traj_key: NestedKey = ("collector", "traj_ids"),
         weight_key: NestedKey = "stackelberg_weight",
+        regularization_scale: Literal["absolute", "trace"] = "absolute",
     ):
         self.leader: Leader = as_leader(actor_loss)
         if critic_loss is None:
@@ -117,6 +124,7 @@ class ImplicitGradientHook:
             psi=psi,
             on_nonfinite=on_nonfinite,
             curvature_fallback=curvature_fallback,
+            regularization_scale=regularization_scale,
         )
         check_choices(options, _CHOICES)
         if max_iter < 1:
@@ -134,6 +142,7 @@ class ImplicitGradientHook:
         self.max_iter, self.tol, self.warm_start = max_iter, tol, warm_start
         self.start_states, self.psi, self.on_nonfinite = start_states, psi, on_nonfinite
         self.done_key, self.traj_key, self.weight_key = done_key, traj_key, weight_key
+        self.regularization_scale = regularization_scale
         self.gamma = self._resolve_gamma(gamma)
         self.num_updates = 0
         self._previous_solution: torch.Tensor | None = None
@@ -190,6 +199,8 @@ class ImplicitGradientHook:
         )
         if not (torch.isfinite(loss) and torch.isfinite(rhs).all()):
             return self._skip_prepare(tensordict, "the critic loss or ∂J/∂w", lam)
+        if self.regularization_scale == "trace":
+            lam = lam * self._gauss_newton_scale(critic_jvp, rhs, prediction.numel())
 
         gauss_newton = gauss_newton_hvp(prediction, self.critic_params, 2.0 / prediction.numel(), critic_jvp)
         if self.hessian == "exact":
@@ -233,6 +244,15 @@ class ImplicitGradientHook:
         for param, piece in zip(self.actor_params, grads, strict=True):
             param.grad.add_(piece / sigma)
         return as_tensordict(gradient_diagnostics(partial, correction, skipped=False))
+
+    def _gauss_newton_scale(self, critic_jvp: MatVec, like: torch.Tensor, samples: int) -> float:
+        """tr((2/N) JᵀJ)/n by Hutchinson: E‖J v‖² = tr(JᵀJ) for Rademacher v (seeded per update)."""
+        generator = torch.Generator(device=like.device).manual_seed(self.num_updates)
+        total = 0.0
+        for _ in range(TRACE_PROBES):
+            probe = torch.randint(0, 2, like.shape, generator=generator, device=like.device).to(like.dtype) * 2 - 1
+            total += float(critic_jvp(probe).detach().pow(2).sum())
+        return 2.0 / samples * total / TRACE_PROBES / like.numel()
 
     def _partial_gradient(self) -> torch.Tensor:
         if all(p.grad is None for p in self.actor_params):
