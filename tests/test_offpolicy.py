@@ -288,3 +288,80 @@ def test_correction_every_n_updates_is_plain_sac_in_between():
         plain_gradients(loss, td)
         torch.testing.assert_close(theta_grad, torch.cat([p.grad.reshape(-1) for p in loss.actor_params]))
     assert update(td)["corrected"] == 1
+
+
+# --------------------------------------------------------------------------- deterministic actor (TD3)
+class Linear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.mean = nn.Linear(OBS, 1, bias=False)
+
+    def forward(self, observation):
+        return self.mean(observation)
+
+
+def make_td3_loss(num_q: int):
+    from torchrl_stac import StackelbergTD3Loss
+
+    torch.manual_seed(1)
+    actor = TensorDictModule(Linear(), ["observation"], ["action"])
+    qs = [TensorDictModule(QFeatures(j), ["observation", "action"], ["state_action_value"]) for j in range(num_q)]
+    loss = StackelbergTD3Loss(actor, qs, action_low=-100.0, action_high=100.0, gamma=GAMMA)
+    with torch.no_grad():
+        for target in loss.target_qvalue_networks:
+            for p in target.parameters():
+                p.add_(0.05)
+    return loss
+
+
+def ref_td3(loss, td, theta, w):
+    """(f_A, f_C) of TD3 from scratch: −Q₁(s, μ(s)); y with the smoothed μ_θ(s') keeping its gradient."""
+    actor_net = loss.actor_network.module
+    q_nets = [net.module for net in loss.qvalue_networks]
+    targets = [net.module for net in loss.target_qvalue_networks]
+    sizes = [sum(p.numel() for p in net.parameters()) for net in q_nets]
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(substituted(actor_net, theta))
+        for net, piece in zip(q_nets, torch.split(w, sizes), strict=True):
+            stack.enter_context(substituted(net, piece))
+        f_actor = -q_nets[0](td["observation"], actor_net(td["observation"])).mean()
+        smoothing = (0.2 * td["sac_noise"][..., 1, :]).clamp(-0.5, 0.5)
+        next_action = actor_net(td["next", "observation"]) + smoothing
+        next_q = torch.stack([n(td["next", "observation"], next_action).squeeze(-1) for n in targets]).min(0).values
+        alive = (~td["next", "terminated"]).squeeze(-1).double()
+        y = td["next", "reward"].squeeze(-1) + GAMMA * alive * next_q
+        f_critic = sum(((net(td["observation"], td["action"]).squeeze(-1) - y) ** 2).mean() for net in q_nets)
+    return f_actor, f_critic
+
+
+def test_td3_actor_leader_is_the_exact_derivative_at_the_critics_best_response():
+    loss, td = make_td3_loss(num_q=2), make_batch(7)
+    loss.draw_noise(td)
+    theta = flat(loss.actor_network).requires_grad_(True)
+    w0 = flat(loss.qvalue_networks).requires_grad_(True)
+
+    def w_star(th):
+        return newton_best_response(lambda w: ref_td3(loss, td, th, w)[1], w0)
+
+    exact = torch.autograd.grad(ref_td3(loss, td, theta, w_star(theta))[0], theta)[0]
+    set_params(loss.critic_params, w_star(theta).detach())
+    theta_grad, w_grad, diagnostics = library_gradients(loss, td, solver="dense")
+    torch.testing.assert_close(theta_grad, exact, rtol=1e-7, atol=1e-9)
+    assert w_grad.abs().max() < 1e-9
+    assert diagnostics["implicit_norm"] > 1e-3 * diagnostics["partial_norm"]
+
+
+def test_td3_critic_leader_is_the_exact_derivative_at_the_actors_best_response():
+    loss, td = make_td3_loss(num_q=1), make_batch(8)
+    loss.draw_noise(td)
+    theta0 = flat(loss.actor_network).requires_grad_(True)
+    w = flat(loss.qvalue_networks).requires_grad_(True)
+
+    def theta_star(w_):
+        return newton_best_response(lambda th: ref_td3(loss, td, th, w_)[0], theta0)
+
+    exact = torch.autograd.grad(ref_td3(loss, td, theta_star(w), w)[1], w)[0]
+    set_params(loss.actor_params, theta_star(w).detach())
+    theta_grad, w_grad, _ = library_gradients(loss, td, leader="critic", solver="dense")
+    torch.testing.assert_close(w_grad, exact, rtol=1e-7, atol=1e-9)
+    assert theta_grad.abs().max() < 1e-9

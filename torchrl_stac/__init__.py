@@ -4,7 +4,7 @@ from torchrl_stac.curvature import exact_hvp, explicit_matrix, gauss_newton_hvp,
 from torchrl_stac.implicit import ImplicitGradientHook
 from torchrl_stac.leader_follower import leader_total_gradient
 from torchrl_stac.losses import CriticLoss, StackelbergActorLoss
-from torchrl_stac.offpolicy import StackelbergSACLoss, StackelbergUpdate, plain_gradients
+from torchrl_stac.offpolicy import StackelbergSACLoss, StackelbergTD3Loss, StackelbergUpdate, plain_gradients
 from torchrl_stac.regularization import ExponentialDecay
 from torchrl_stac.solvers import SolveResult, conjugate_gradient, dense_solve, solve_regularized
 from torchrl_stac.trajectories import discounted_forward_cumsum, episode_starts, segment_starts
@@ -18,6 +18,7 @@ __all__ = [
     "SolveResult",
     "StackelbergActorLoss",
     "StackelbergSACLoss",
+    "StackelbergTD3Loss",
     "StackelbergUpdate",
     "conjugate_gradient",
     "dense_solve",

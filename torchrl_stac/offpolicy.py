@@ -181,10 +181,14 @@ class StackelbergSACLoss(LossModule):
         q_min = self._q_values(self.qvalue_networks, tensordict, action).min(0).values
         return (self.alpha * log_prob - q_min).mean(), log_prob
 
+    def _target_action(self, next_td: TensorDictBase, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """a' for the target and its log π_θ(a'|s') (differentiable in θ)."""
+        return self._policy_sample(next_td, noise)
+
     def qvalue_loss(self, tensordict: TensorDictBase) -> torch.Tensor:
         """f_C(θ, w) = Σ_j mean[(Q_wj(s, a) − y)²]; y keeps its θ-gradient through a' and log π_θ(a'|s')."""
         next_td = tensordict.get("next")
-        next_action, next_log_prob = self._policy_sample(next_td, self._noise(tensordict, 1))
+        next_action, next_log_prob = self._target_action(next_td, self._noise(tensordict, 1))
         next_q = self._q_values(self.target_qvalue_networks, next_td, next_action).min(0).values
         reward = next_td.get(self.tensor_keys.reward).reshape(next_q.shape)
         terminated = next_td.get(self.tensor_keys.terminated).reshape(next_q.shape)
@@ -213,6 +217,65 @@ class StackelbergSACLoss(LossModule):
             },
             batch_size=[],
         )
+
+
+class StackelbergTD3Loss(StackelbergSACLoss):
+    """The two players of Stackelberg TD3 / DDPG: a deterministic actor μ_θ and twin Q critics.
+
+    * actor: f_A(θ, w) = −mean Q_w1(s, μ_θ(s)) (TD3 uses the first critic);
+    * critics: f_C(θ, w) = Σ_j mean[(Q_wj(s, a) − y)²], y = r + γ(1 − terminated) min_j Q̄_j(s', a'),
+      a' = clamp(μ_θ(s') + clamp(σ ε, −c, c), low, high).
+
+    The coupling comes from the target action a' = μ_θ(s') + noise, which must come from the
+    current actor WITH its θ-gradient (TorchRL's ``TD3Loss`` computes it under ``no_grad`` from the
+    target actor, and the mixed term vanishes). No entropy term: α is fixed and unused.
+
+    Args:
+        actor_network: a module writing the action (``action`` key) from ``observation``.
+        qvalue_networks: the twin critics.
+        action_low, action_high: the action bounds of the target action.
+        policy_noise, noise_clip: TD3's target smoothing σ and c.
+    """
+
+    def __init__(
+        self,
+        actor_network: TensorDictModule,
+        qvalue_networks: Sequence[TensorDictModule],
+        *,
+        action_low: torch.Tensor,
+        action_high: torch.Tensor,
+        gamma: float = 0.99,
+        policy_noise: float = 0.2,
+        noise_clip: float = 0.5,
+    ):
+        LossModule.__init__(self)
+        if not qvalue_networks:
+            raise ValueError("give at least one Q network (twin Q: two).")
+        self.actor_network = actor_network
+        self.qvalue_networks = torch.nn.ModuleList(qvalue_networks)
+        self.target_qvalue_networks = torch.nn.ModuleList([_frozen_copy(n) for n in qvalue_networks])
+        self.gamma = float(gamma)
+        self.fixed_alpha = True
+        self.log_alpha = torch.nn.Parameter(torch.zeros(()), requires_grad=False)  # α = 1, multiplies a zero term
+        self._target_entropy = 0.0
+        self.register_buffer("action_low", torch.as_tensor(action_low, dtype=torch.get_default_dtype()))
+        self.register_buffer("action_high", torch.as_tensor(action_high, dtype=torch.get_default_dtype()))
+        self.policy_noise, self.noise_clip = float(policy_noise), float(noise_clip)
+
+    def _deterministic(self, observation_td: TensorDictBase) -> torch.Tensor:
+        td = observation_td.select(*self.actor_network.in_keys).copy()
+        return self.actor_network(td).get(self.tensor_keys.action)
+
+    def actor_loss(self, tensordict: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
+        """f_A(θ, w) = −mean Q_w1(s, μ_θ(s)); the second output (log-probs) is zero."""
+        action = self._deterministic(tensordict)
+        q_first = self._q_values(self.qvalue_networks[:1], tensordict, action)[0]
+        return -q_first.mean(), torch.zeros_like(q_first)
+
+    def _target_action(self, next_td: TensorDictBase, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        smoothing = (self.policy_noise * noise).clamp(-self.noise_clip, self.noise_clip)
+        action = torch.clamp(self._deterministic(next_td) + smoothing, min=self.action_low, max=self.action_high)
+        return action, torch.zeros(action.shape[:-1], dtype=action.dtype, device=action.device)
 
 
 def _frozen_copy(network: torch.nn.Module) -> torch.nn.Module:
