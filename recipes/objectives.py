@@ -101,6 +101,7 @@ def make_sac(
         curvature_fallback=cfg.curvature_fallback if cfg.leader == "actor" else None,  # the critic's GN only
         on_nonfinite="skip",
         eigenvalue_steps=cfg.eigenvalue_steps,
+        correction_every=cfg.correction_every,
     )
     return loss, update
 

@@ -118,6 +118,7 @@ class StsacConfig:
     hessian: str = _key("exact", choices=("exact", "gauss_newton"))  # gauss_newton: leader=actor only
     curvature_fallback: str | None = _key("gauss_newton", choices=("gauss_newton", None))  # leader=actor only
     eigenvalue_steps: int = _key(0, low=0)  # Lanczos steps for the follower Hessian's extreme eigenvalues
+    correction_every: int = _key(1, low=1)  # the Stackelberg correction on one update in n (plain SAC between)
     eval_interval: int = _key(10_000, low=1)
     eval_episodes: int = _key(5, low=1)
     checkpoint_interval: int = _key(50_000, low=1)  # checkpoints hold the replay buffer
