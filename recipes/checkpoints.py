@@ -140,6 +140,25 @@ def _reason(error: Exception) -> str:
     return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no detail'}"
 
 
+def resume_point(cfg: DictConfig, run_dir: Path | None) -> tuple[dict[str, Any] | None, Path | None, Path]:
+    """(saved state, its file, the run directory): the checkpoint to resume from, checked, and the
+    directory to write into (the resumed run's own with ``resume=``, else ``run_dir``)."""
+    if not cfg.resume:
+        return None, None, Path(run_dir)
+    state, path = load_checkpoint(cfg.resume)
+    check_resumable(cfg, state, cfg.resume)
+    return state, path, run_dir_of(cfg.resume)
+
+
+def write_checkpoint(
+    run_dir: Path, stateful: dict[str, Any], counters: dict[str, int], cfg: DictConfig, logger
+) -> Path:
+    """Save the training state (and a W&B logger's run id) as the run's newest checkpoint."""
+    state = training_state(stateful, counters, cfg)
+    state["logger"] = logger.state_dict() if cfg.logger == "wandb" else None
+    return save_checkpoint(run_dir, state)
+
+
 def check_resumable(cfg: DictConfig, state: dict[str, Any], location: str) -> None:
     """A resumed run must keep the keys that define the experiment; the message lists what to pass."""
     saved = state["config"]

@@ -142,7 +142,6 @@ ConfigStore.instance().store(name="stac_schema", node=StacConfig)
 ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
 ConfigStore.instance().store(name="stsac_schema", node=StsacConfig)
 
-SCHEMAS = (StacConfig, StsacConfig, EvaluateConfig)
 # Keys whose change would make a resumed run a different experiment.
 RESUME_MAY_CHANGE = frozenset(
     {"total_frames", "resume", "logger", "eval_interval", "eval_episodes", "checkpoint_interval", "threads", "device"}

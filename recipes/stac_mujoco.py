@@ -32,15 +32,7 @@ from torchrl.data.replay_buffers import SamplerWithoutReplacement
 
 import cli
 from bookkeeping import RunTracker
-from checkpoints import (
-    check_resumable,
-    load_checkpoint,
-    restore,
-    run_dir_of,
-    save_checkpoint,
-    seed_everything,
-    training_state,
-)
+from checkpoints import restore, resume_point, seed_everything, write_checkpoint
 from envs import check_env, make_collector, make_env, observation_norm
 from evaluation import evaluate
 from logs import PhaseTimer, make_logger
@@ -57,11 +49,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     # ---- check everything before building anything
     validate(cfg)
     check_env(cfg.env)
-    resumed, resumed_from = load_checkpoint(cfg.resume) if cfg.resume else (None, None)
-    if resumed is not None:
-        check_resumable(cfg, resumed, cfg.resume)
-        run_dir = run_dir_of(cfg.resume)
-    run_dir = Path(run_dir)
+    resumed, resumed_from, run_dir = resume_point(cfg, run_dir)
 
     # ---- build: models, the two players' losses, the hook, optimizers
     if cfg.threads:
@@ -203,9 +191,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         return returns
 
     def checkpoint() -> Path:
-        state = training_state(stateful, counters, cfg)
-        state["logger"] = logger.state_dict() if cfg.logger == "wandb" else None
-        return save_checkpoint(run_dir, state)
+        return write_checkpoint(run_dir, stateful, counters, cfg, logger)
 
     tracker = RunTracker(cfg, counters, logger, timer, collector, evaluate_policy, checkpoint, f"{cfg.algo} {cfg.env}")
     tic = time.perf_counter()
