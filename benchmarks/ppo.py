@@ -7,8 +7,8 @@
 (``recipes/stac_mujoco.py objective=ppo``), one thread per run, in ``benchmarks/runs/ppo/<run>/``
 (not committed). A run killed midway resumes from its last checkpoint on the next ``run``; a
 finished run writes ``benchmarks/results/ppo/<run>.json`` (config, seed, evaluation curve, wall
-time) and is skipped from then on. ``aggregate`` writes the statistics (final return mean, IQM,
-95% bootstrap CI, AUC), ``benchmarks/results/ppo.png`` and the PPO section of
+time) and is skipped from then on. ``aggregate`` writes the statistics (``stats.py``: rliable's mean,
+IQM, CIs, probability of improvement), ``benchmarks/results/ppo[_aggregates].png`` and the PPO section of
 ``benchmarks/RESULTS.md``. ``--tag`` and extra ``key=value`` overrides (e.g. ``--tag lam500
 regularization=500``) give a variant its own run names.
 """
@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from report import replace_section
-from sample_efficiency import compare, parse_seeds, summarize, verdict
+from sample_efficiency import parse_seeds
+from stats import compare, curve_band, improvement_line, plot_aggregates, summarize, verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "ppo"
@@ -124,14 +125,15 @@ def command_aggregate(args) -> None:
         sys.exit(f"error: no result files under {RESULTS}; run `ppo.py run` first")
     summary = {key: summarize(records) for key, records in sorted(groups.items())}
     rows = [
-        "| env | variant | seeds | frames | final mean | IQM | 95% CI | AUC | AUC 95% CI |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| env | variant | seeds | frames | final mean | 95% CI | IQM | IQM 95% CI | AUC | AUC 95% CI |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for key, s in summary.items():
         env, label = key.split("/")
         rows.append(
-            f"| {env} | {label} | {s['seeds']} | {s['frames']} | {s['final_mean']:.1f} | {s['final_iqm']:.1f} | "
-            f"[{s['final_ci'][0]:.1f}, {s['final_ci'][1]:.1f}] | {s['auc_mean']:.1f} | "
+            f"| {env} | {label} | {s['seeds']} | {s['frames']} | {s['final_mean']:.1f} | "
+            f"[{s['final_ci'][0]:.1f}, {s['final_ci'][1]:.1f}] | {s['final_iqm']:.1f} | "
+            f"[{s['final_iqm_ci'][0]:.1f}, {s['final_iqm_ci'][1]:.1f}] | {s['auc_mean']:.1f} | "
             f"[{s['auc_ci'][0]:.1f}, {s['auc_ci'][1]:.1f}] |"
         )
     print("\n".join(rows))
@@ -146,11 +148,13 @@ def command_aggregate(args) -> None:
             verdicts.append(
                 f"- **{env}, {label} vs PPO** ({summary[key]['seeds']} vs {plain['seeds']} seeds): final return "
                 f"{verdict(summary[key], plain)}; AUC {verdict(summary[key], plain, 'auc')} "
-                f"[{compare(summary[key], plain)} / {compare(summary[key], plain, 'auc')}]"
+                f"[{compare(summary[key], plain)} / {compare(summary[key], plain, 'auc')}]; "
+                f"{improvement_line(summary[key], plain, (label, 'PPO'))}"
             )
     out = ROOT / "benchmarks" / "results"
     (out / "ppo_summary.json").write_text(json.dumps(summary, indent=1))
     plot(groups, out / "ppo.png")
+    plot_aggregates(summary, sorted({key.split("/")[0] for key in summary}), out / "ppo_aggregates.png")
     text = [
         "## PPO vs Stackelberg-PPO (issue: TorchRL's PPO as the leader)",
         "",
@@ -162,7 +166,12 @@ def command_aggregate(args) -> None:
         "",
         *rows,
         "",
-        "Verdicts (a win needs non-overlapping 95% bootstrap CIs):",
+        "Statistics with rliable (`benchmarks/stats.py`, fixed bootstrap seed): mean and IQM over seeds with 95%",
+        "stratified-bootstrap CIs; AUC = mean evaluation return over training; P(X > Y) = probability of improvement.",
+        "",
+        "![PPO aggregate metrics](results/ppo_aggregates.png)",
+        "",
+        "Verdicts (a win needs non-overlapping 95% bootstrap CIs of the mean):",
         "",
         *(verdicts or ["- no STAC/PPO pair with results yet"]),
         "",
@@ -186,9 +195,9 @@ def plot(groups: dict[str, list[dict]], path: Path) -> None:
             length = min(len(r["eval_curve"]) for r in records)
             frames = np.array([f for f, _ in records[0]["eval_curve"][:length]])
             values = np.array([[v for _, v in r["eval_curve"][:length]] for r in records])
-            mean = values.mean(0)
+            mean, band = curve_band(values)
             ax.plot(frames, mean, label=f"{key.split('/')[1]} ({len(records)} seeds)")
-            ax.fill_between(frames, values.min(0), values.max(0), alpha=0.2)
+            ax.fill_between(frames, band[0], band[1], alpha=0.2)
         ax.set_title(env)
         ax.set_xlabel("frames")
         ax.set_ylabel("deterministic return")

@@ -6,9 +6,10 @@
 ``run`` trains through the recipes (``train`` in ``recipes/stac_mujoco.py``) and writes one JSON per run under
 ``benchmarks/results/sample_efficiency/<cell>/`` (config, seed, evaluation curve, wall time);
 existing files are skipped, so the matrix fills up over several sessions. ``aggregate`` reads
-every file and writes, per (cell, algo, k): final return mean, IQM and 95% bootstrap CI, and the
-area under the evaluation curve; a six-panel PNG in the style of the paper's Figure 1; and
-``benchmarks/RESULTS.md``.
+every file and writes, per (cell, algo, k), the statistics of ``stats.py`` (rliable: mean and IQM of
+the final return and of the area under the evaluation curve with stratified-bootstrap CIs, and
+STAC's probability of improvement over AC); a six-panel PNG in the style of the paper's Figure 1, an
+aggregate-metrics PNG, and the Figure 1 section of ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from report import replace_section
+from stats import compare, curve_band, curves, improvement_line, plot_aggregates, summarize, verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "sample_efficiency"
@@ -124,70 +124,12 @@ def command_run(args) -> None:
             print(line, flush=True)
 
 
-# --------------------------------------------------------------------------- statistics
-def iqm(values: np.ndarray) -> float:
-    """Interquartile mean: the mean of the middle 50% of the values."""
-    values = np.sort(values)
-    n = len(values)
-    low, high = int(np.floor(0.25 * n)), int(np.ceil(0.75 * n))
-    return float(values[low:high].mean()) if high > low else float(values.mean())
-
-
-def bootstrap_ci(values: np.ndarray, statistic=np.mean, resamples: int = 10_000, seed: int = 0):
-    """95% percentile bootstrap confidence interval of ``statistic``."""
-    rng = np.random.default_rng(seed)
-    samples = rng.choice(values, size=(resamples, len(values)), replace=True)
-    stats = np.apply_along_axis(statistic, 1, samples) if statistic is not np.mean else samples.mean(1)
-    return float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5))
-
-
 def load_runs() -> dict[tuple[str, str, int], list[dict]]:
     groups: dict[tuple[str, str, int], list[dict]] = {}
     for path in sorted(RESULTS.glob("*/*.json")):
         record = json.loads(path.read_text())
         groups.setdefault((record["cell"], record["algo"], record["critic_steps"]), []).append(record)
     return groups
-
-
-def curves(records: list[dict]) -> tuple[np.ndarray, np.ndarray]:
-    """Evaluation curves on a common frame grid, shape [seeds, points]."""
-    length = min(len(r["eval_curve"]) for r in records)
-    frames = np.array([f for f, _ in records[0]["eval_curve"][:length]])
-    values = np.array([[v for _, v in r["eval_curve"][:length]] for r in records])
-    return frames, values
-
-
-def summarize(records: list[dict]) -> dict:
-    frames, values = curves(records)
-    final = values[:, -1]
-    auc = np.trapezoid(values, frames, axis=1) / (frames[-1] - frames[0]) if len(frames) > 1 else values[:, 0]
-    return {
-        "seeds": len(records),
-        "frames": int(frames[-1]),
-        "final_mean": float(final.mean()),
-        "final_iqm": iqm(final),
-        "final_ci": bootstrap_ci(final),
-        "auc_mean": float(auc.mean()),
-        "auc_ci": bootstrap_ci(auc),
-        "wall_seconds_mean": float(np.mean([r["wall_seconds"] for r in records])),
-    }
-
-
-def compare(first: dict, second: dict, metric: str = "final") -> str:
-    """``win`` / ``tie`` / ``loss`` of ``first`` against ``second``: a win needs the 95% CIs not to overlap."""
-    ci, other_ci = first[f"{metric}_ci"], second[f"{metric}_ci"]
-    if ci[0] > other_ci[1]:
-        return "win"
-    if ci[1] < other_ci[0]:
-        return "loss"
-    return "tie"
-
-
-def verdict(stac: dict, ac: dict, metric: str = "final") -> str:
-    """STAC against AC on ``final`` return or ``auc``, with the difference of the means."""
-    word = {"win": "STAC wins", "loss": "STAC loses", "tie": "tie (CIs overlap)"}[compare(stac, ac, metric)]
-    mean, other_mean = stac[f"{metric}_mean"], ac[f"{metric}_mean"]
-    return f"{word}: {mean - other_mean:+.1f} ({mean:.1f} vs {other_mean:.1f})"
 
 
 def command_aggregate(args) -> None:
@@ -210,8 +152,9 @@ def command_aggregate(args) -> None:
     out = ROOT / "benchmarks" / "results"
     (out / "sample_efficiency_summary.json").write_text(json.dumps(summary, indent=1))
     plot(groups, out / "sample_efficiency.png")
+    plot_aggregates(summary, list(CELLS), out / "sample_efficiency_aggregates.png")
     write_report(summary, groups, ROOT / "benchmarks" / "RESULTS.md")
-    print(f"wrote {out / 'sample_efficiency_summary.json'}, sample_efficiency.png and benchmarks/RESULTS.md")
+    print(f"wrote {out / 'sample_efficiency_summary.json'}, sample_efficiency[_aggregates].png, benchmarks/RESULTS.md")
 
 
 def plot(groups, path: Path) -> None:
@@ -229,10 +172,9 @@ def plot(groups, path: Path) -> None:
             if not records:
                 continue
             frames, values = curves(records)
-            mean = values.mean(0)
-            band = np.array([bootstrap_ci(values[:, i]) for i in range(values.shape[1])])
+            mean, band = curve_band(values)
             ax.plot(frames, mean, color=color, label=f"{algo.upper()} k={k} (n={len(records)})")
-            ax.fill_between(frames, band[:, 0], band[:, 1], color=color, alpha=0.2)
+            ax.fill_between(frames, band[0], band[1], color=color, alpha=0.2)
         ax.set_title(label)
         ax.set_xlabel("frames")
         ax.set_ylabel("evaluation return")
@@ -321,14 +263,15 @@ def claim_lines(summary: dict) -> list[str]:
 
 def write_report(summary: dict, groups: dict, path: Path) -> None:
     rows = [
-        "| cell | algo | k | seeds | frames | final mean | IQM | 95% CI | AUC | AUC 95% CI |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| cell | algo | k | seeds | frames | final mean | 95% CI | IQM | IQM 95% CI | AUC | AUC 95% CI |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for key, s in summary.items():
         cell, algo, k = key.split("/")
         rows.append(
             f"| {cell} | {algo} | {k[1:]} | {s['seeds']} | {s['frames']} | {s['final_mean']:.1f} | "
-            f"{s['final_iqm']:.1f} | [{s['final_ci'][0]:.1f}, {s['final_ci'][1]:.1f}] | {s['auc_mean']:.1f} | "
+            f"[{s['final_ci'][0]:.1f}, {s['final_ci'][1]:.1f}] | {s['final_iqm']:.1f} | "
+            f"[{s['final_iqm_ci'][0]:.1f}, {s['final_iqm_ci'][1]:.1f}] | {s['auc_mean']:.1f} | "
             f"[{s['auc_ci'][0]:.1f}, {s['auc_ci'][1]:.1f}] |"
         )
     verdicts = []
@@ -343,7 +286,8 @@ def write_report(summary: dict, groups: dict, path: Path) -> None:
             elif stac and ac:
                 verdicts.append(
                     f"- **{cell}, k = {k}** ({stac['seeds']} vs {ac['seeds']} seeds): final return "
-                    f"{verdict(stac, ac)}; area under the curve {verdict(stac, ac, 'auc')}"
+                    f"{verdict(stac, ac)}; area under the curve {verdict(stac, ac, 'auc')}; "
+                    f"{improvement_line(stac, ac, ('STAC', 'AC'))}"
                 )
             else:
                 verdicts.append(f"- **{cell}, k = {k}**: not run yet")
@@ -376,8 +320,12 @@ def write_report(summary: dict, groups: dict, path: Path) -> None:
         "",
         "## Statistics",
         "",
-        "Final return = last deterministic evaluation; IQM = interquartile mean over seeds; 95% CI =",
-        "percentile bootstrap of the mean (final return, or AUC = mean evaluation return over training).",
+        "Computed with rliable (`benchmarks/stats.py`, fixed bootstrap seed): final return = last deterministic",
+        "evaluation; AUC = mean evaluation return over training; mean and IQM (interquartile mean over seeds)",
+        "with 95% stratified-bootstrap percentile CIs; P(X > Y) = probability of improvement (a run of X",
+        "beats a run of Y), with its CI. Aggregate metrics of the final return, per cell:",
+        "",
+        "![aggregate metrics](results/sample_efficiency_aggregates.png)",
         "",
         *rows,
         "",

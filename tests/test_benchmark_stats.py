@@ -1,4 +1,4 @@
-"""Statistics of benchmarks/sample_efficiency.py on data with known answers."""
+"""Statistics of the benchmark reports (benchmarks/stats.py, sample_efficiency.py) on data with known answers."""
 
 from __future__ import annotations
 
@@ -12,29 +12,51 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import sample_efficiency as se  # noqa: E402
+import stats  # noqa: E402
+
+
+def records(returns: list[float]) -> list[dict]:
+    """One run per return, each with a two-point evaluation curve that ends at that return."""
+    return [{"eval_curve": [[0, 0.0], [100, r]]} for r in returns]
 
 
 def test_iqm_drops_the_outer_quartiles():
-    assert se.iqm(np.array([0.0, 1.0, 2.0, 3.0, 100.0, -100.0, 1.5, 2.5])) == pytest.approx(1.75)
-    assert se.iqm(np.array([5.0])) == 5.0
+    summary = stats.summarize(records([0.0, 1.0, 2.0, 3.0, 100.0, -100.0, 1.5, 2.5]))
+    assert summary["final_iqm"] == pytest.approx(1.75)  # mean of the middle four: 1, 1.5, 2, 2.5
+    assert summary["final_mean"] == pytest.approx(1.25)
+    assert summary["auc_mean"] == pytest.approx(0.625)  # trapezoid from 0 to the final return
 
 
-def test_bootstrap_ci_covers_the_mean_and_shrinks_with_n():
+def test_bootstrap_ci_covers_the_mean_shrinks_with_n_and_is_reproducible():
     rng = np.random.default_rng(0)
     small, large = rng.normal(10, 2, 10), rng.normal(10, 2, 1000)
-    low, high = se.bootstrap_ci(small)
+    summary = stats.summarize(records(list(small)))
+    low, high = summary["final_ci"]
     assert low < small.mean() < high
-    low_l, high_l = se.bootstrap_ci(large)
+    low_l, high_l = stats.summarize(records(list(large)))["final_ci"]
     assert high_l - low_l < (high - low) / 5
     assert low_l < 10 < high_l
+    assert stats.summarize(records(list(small))) == summary  # fixed bootstrap seed: same report
+
+
+def test_probability_of_improvement_counts_pairs():
+    first, second = stats.summarize(records([1.0, 2.0, 3.0])), stats.summarize(records([2.0, 0.0]))
+    pairs = [(x, y) for x in (1.0, 2.0, 3.0) for y in (2.0, 0.0)]
+    exact = sum((x > y) + 0.5 * (x == y) for x, y in pairs) / len(pairs)  # ties count one half
+    point, (low, high) = stats.probability_of_improvement(first, second)
+    assert point == pytest.approx(exact)
+    assert 0.0 <= low <= point <= high <= 1.0
+    assert stats.improvement_line(first, second, ("A", "B")).startswith(f"P(A > B): final {exact:.2f} [")
 
 
 def test_verdict_needs_separated_intervals():
     stac = {"final_mean": 400.0, "final_ci": (380.0, 420.0), "auc_mean": 300.0, "auc_ci": (290.0, 310.0)}
-    assert se.verdict(stac, {"final_mean": 200.0, "final_ci": (150.0, 250.0)}).startswith("STAC wins")
-    assert se.verdict(stac, {"final_mean": 390.0, "final_ci": (350.0, 430.0)}).startswith("tie")
-    assert se.verdict(stac, {"final_mean": 480.0, "final_ci": (470.0, 490.0)}).startswith("STAC loses")
-    assert se.verdict(stac, {"auc_mean": 100.0, "auc_ci": (90.0, 110.0)}, "auc") == "STAC wins: +200.0 (300.0 vs 100.0)"
+    assert stats.verdict(stac, {"final_mean": 200.0, "final_ci": (150.0, 250.0)}).startswith("STAC wins")
+    assert stats.verdict(stac, {"final_mean": 390.0, "final_ci": (350.0, 430.0)}).startswith("tie")
+    assert stats.verdict(stac, {"final_mean": 480.0, "final_ci": (470.0, 490.0)}).startswith("STAC loses")
+    assert (
+        stats.verdict(stac, {"auc_mean": 100.0, "auc_ci": (90.0, 110.0)}, "auc") == "STAC wins: +200.0 (300.0 vs 100.0)"
+    )
 
 
 def test_tally_counts_each_outcome():
@@ -79,7 +101,9 @@ def test_aggregate_writes_table_plot_and_report(tmp_path, monkeypatch):
     assert "final return: wins 0, ties 1, losses 0 (cartpole_a STAC: tie)" in many_vs_one
     assert "by final return: no cell has enough seeds yet" in report
     assert "incomplete" in report and "**hopper, k = 1**: not run yet" in report
-    assert (tmp_path / "benchmarks" / "results" / "sample_efficiency.png").stat().st_size > 10_000
+    assert "P(STAC > AC): final 1.00 [" in report
+    for png in ("sample_efficiency.png", "sample_efficiency_aggregates.png"):
+        assert (tmp_path / "benchmarks" / "results" / png).stat().st_size > 10_000
 
 
 def test_claims_name_the_best_group_and_whether_it_is_clear():
