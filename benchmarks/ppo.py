@@ -3,14 +3,16 @@
     python benchmarks/ppo.py run --envs Hopper-v4,Walker2d-v4 --algos ac,stac --seeds 0-2 --jobs 2
     python benchmarks/ppo.py aggregate
 
-``run`` trains each (env, algo, seed) with the recipe's command line
-(``recipes/stac_mujoco.py objective=ppo``), one thread per run, in ``benchmarks/runs/ppo/<run>/``
-(not committed). A run killed midway resumes from its last checkpoint on the next ``run``; a
-finished run writes ``benchmarks/results/ppo/<run>.json`` (config, seed, evaluation curve, wall
-time) and is skipped from then on. ``aggregate`` writes the statistics (``stats.py``: rliable's mean,
-IQM, CIs, probability of improvement), ``benchmarks/results/ppo[_aggregates].png`` and the PPO section of
-``benchmarks/RESULTS.md``. ``--tag`` and extra ``key=value`` overrides (e.g. ``--tag lam500
-regularization=500``) give a variant its own run names.
+``run`` trains the (env, algo, seed) runs that have no result file yet as one Hydra multirun of
+``recipes/stac_mujoco.py objective=ppo`` (``sweep.py``; ``--launcher joblib`` runs ``--jobs`` at a
+time here, ``submitit_slurm`` or ``ray`` on a cluster), one thread per run, in
+``benchmarks/runs/ppo/<run>/`` (not committed). A run killed midway resumes from its last checkpoint
+on the next ``run`` (``resume=auto``); a finished run writes ``benchmarks/results/ppo/<run>.json``
+(config, seed, evaluation curve, wall time) and is skipped from then on. ``aggregate`` writes the
+statistics (``stats.py``: rliable's mean, IQM, CIs, probability of improvement),
+``benchmarks/results/ppo[_aggregates].png`` and the PPO section of ``benchmarks/RESULTS.md``.
+``--tag`` and extra ``key=value`` overrides (e.g. ``--tag lam500 regularization=500``) give a
+variant its own run names.
 """
 
 from __future__ import annotations
@@ -18,10 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import subprocess
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ import numpy as np
 from report import replace_section
 from sample_efficiency import parse_seeds
 from stats import compare, curve_band, improvement_line, plot_aggregates, summarize, verdict
+from sweep import eval_curve, finished, launch, log_tail
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "ppo"
@@ -41,44 +41,22 @@ def run_name(env: str, algo: str, seed: int, tag: str) -> str:
     return f"{env}_{algo}{'_' + tag if tag else ''}_seed{seed}"
 
 
-def run_one(job: tuple[str, str, int, str, int, tuple[str, ...]]) -> str:
-    """Train (or resume) one run through the recipe's command line, then write its result file."""
-    env, algo, seed, tag, frames, extra = job
-    name = run_name(env, algo, seed, tag)
+def run_settings(env: str, algo: str, seed: int, frames: int) -> dict:
+    """One run's own settings (the rest is common to the sweep)."""
+    return {"env": env, "algo": algo, "seed": seed, "total_frames": frames}
+
+
+def write_result(name: str, job: dict, overrides: list[str]) -> str:
+    """The result file of a finished run: config, seed, evaluation curve, times, correction ratios."""
     run_dir = RUNS / name
-    overrides = [
-        "objective=ppo",
-        f"env={env}",
-        f"algo={algo}",
-        f"seed={seed}",
-        f"total_frames={frames}",
-        "threads=1",
-        *EVAL,
-        *extra,
-    ]
-    saved = [int(p.stem.split("_")[1]) for p in (run_dir / "checkpoints").glob("frames_*.pt")]
-    where = f"resume={run_dir}" if saved else f"hydra.run.dir={run_dir}"
-    start = time.perf_counter()
-    if max(saved, default=0) < frames:  # else: trained already, only the result file is missing
-        result = subprocess.run(
-            [sys.executable, str(ROOT / "recipes" / "stac_mujoco.py"), *overrides, where, "logger=csv"],
-            capture_output=True,
-            text=True,
-        )
-        if result.returncode != 0:
-            last = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "no output"
-            return f"{name}: FAILED ({last})"
-    with open(run_dir / "logs" / "scalars" / "eval" / "return_mean.csv") as f:
-        curve = [(int(float(frames)), float(value)) for frames, value in csv.reader(f)]
+    curve = eval_curve(run_dir)
     timing = run_dir / "logs" / "scalars" / "time" / "implicit.csv"
     implicit_seconds = sum(float(v) for _, v in csv.reader(timing.open())) if timing.is_file() else 0.0
+    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
     record = {
-        "env": env,
-        "algo": algo,
-        "tag": tag,
-        "seed": seed,
-        "overrides": overrides,
-        "wall_seconds_last_session": time.perf_counter() - start,
+        **{key: job[key] for key in ("env", "algo", "tag", "seed")},
+        "overrides": [f"{key}={job[key]}" for key in ("env", "algo", "seed", "total_frames")] + overrides,
+        "wall_seconds_last_session": summary.get("wall_seconds", 0.0),
         "implicit_seconds": implicit_seconds,
         "eval_curve": curve,
         "config": (run_dir / "config.yaml").read_text(),
@@ -92,21 +70,31 @@ def run_one(job: tuple[str, str, int, str, int, tuple[str, ...]]) -> str:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=1))
     tmp.replace(path)
-    return f"{name}: final eval {curve[-1][1]:.1f} (resumed or trained in {time.perf_counter() - start:.0f} s)"
+    return f"{name}: final eval {curve[-1][1]:.1f}"
 
 
 def command_run(args) -> None:
-    jobs = [
-        (env, algo, seed, args.tag, args.frames, tuple(args.overrides))
+    """The missing runs as one Hydra multirun (``sweep.py``); then a result file for each finished run."""
+    runs = {
+        run_name(env, algo, seed, args.tag): run_settings(env, algo, seed, args.frames)
         for seed in parse_seeds(args.seeds)
         for env in args.envs.split(",")
         for algo in args.algos.split(",")
         if not (RESULTS / f"{run_name(env, algo, seed, args.tag)}.json").exists()
-    ]
-    print(f"{len(jobs)} runs to do, {args.jobs} at a time", flush=True)
-    with ThreadPoolExecutor(args.jobs) as pool:
-        for line in pool.map(run_one, jobs):
-            print(line, flush=True)
+    }
+    print(f"{len(runs)} runs to do on the {args.launcher} launcher ({args.jobs} at a time with joblib)", flush=True)
+    if not runs:
+        return
+    common = ["objective=ppo", "threads=1", "logger=csv", *EVAL, *args.overrides]
+    RUNS.mkdir(parents=True, exist_ok=True)
+    result = launch("stac_mujoco.py", "config_mujoco", runs, RUNS, common, args.launcher, args.jobs)
+    for name, job in runs.items():
+        if finished(RUNS / name, args.frames):
+            print(write_result(name, {**job, "tag": args.tag}, list(args.overrides)), flush=True)
+        else:
+            print(f"{name}: not finished (run again to resume it)", flush=True)
+    if result.returncode != 0:
+        sys.exit(f"error: the sweep failed; the end of {RUNS / 'sweep.log'}:\n{log_tail(RUNS)}")
 
 
 def load_groups() -> dict[str, list[dict]]:
@@ -214,10 +202,11 @@ def main() -> None:
     run.add_argument("--envs", default="Hopper-v4,Walker2d-v4")
     run.add_argument("--algos", default="ac,stac")
     run.add_argument("--seeds", default="0-2", help="e.g. 0-2 or 0,3")
-    run.add_argument("--jobs", type=int, default=2, help="parallel runs (one thread each)")
+    run.add_argument("--jobs", type=int, default=2, help="parallel runs on the joblib launcher (one thread each)")
+    run.add_argument("--launcher", default="joblib", help="Hydra launcher: joblib, submitit_slurm, ray, basic")
     run.add_argument("--tag", default="", help="variant name for runs with extra overrides")
     run.add_argument("--frames", type=int, default=TOTAL_FRAMES, help="total frames per run")
-    run.add_argument("overrides", nargs="*", help="extra recipe overrides, e.g. regularization=500")
+    run.add_argument("overrides", nargs="*", help="extra recipe (or launcher) overrides, e.g. regularization=500")
     sub.add_parser("aggregate", help="statistics, PNG and the PPO section of RESULTS.md")
     args = parser.parse_args()
     command_run(args) if args.command == "run" else command_aggregate(args)

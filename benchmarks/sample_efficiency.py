@@ -3,9 +3,11 @@
     python benchmarks/sample_efficiency.py run --only cartpole_a --seeds 0-4 --jobs 2
     python benchmarks/sample_efficiency.py aggregate
 
-``run`` trains through the recipes (``train`` in ``recipes/stac_mujoco.py``) and writes one JSON per run under
-``benchmarks/results/sample_efficiency/<cell>/`` (config, seed, evaluation curve, wall time);
-existing files are skipped, so the matrix fills up over several sessions. ``aggregate`` reads
+``run`` trains the runs without a result file as Hydra multiruns of the recipe (``sweep.py``:
+``--launcher joblib`` runs ``--jobs`` at a time here; ``submitit_slurm`` or ``ray`` run the matrix on
+a cluster) in ``benchmarks/runs/sample_efficiency/<run>/`` (a killed run resumes there), and writes
+one JSON per finished run under ``benchmarks/results/sample_efficiency/<cell>/`` (config, seed,
+evaluation curve, wall time); existing files are skipped, so the matrix fills up over sessions. ``aggregate`` reads
 every file and writes, per (cell, algo, k), the statistics of ``stats.py`` (rliable: mean and IQM of
 the final return and of the area under the evaluation curve with stratified-bootstrap CIs, and
 STAC's probability of improvement over AC); a six-panel PNG in the style of the paper's Figure 1, an
@@ -15,19 +17,19 @@ aggregate-metrics PNG, and the Figure 1 section of ``benchmarks/RESULTS.md``.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import multiprocessing as mp
 import sys
-import tempfile
-import time
 from pathlib import Path
+
+from omegaconf import OmegaConf
 
 from report import replace_section
 from stats import compare, curve_band, curves, improvement_line, plot_aggregates, summarize, verdict
+from sweep import eval_curve, finished, launch, log_tail, settings
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "sample_efficiency"
+RUNS = ROOT / "benchmarks" / "runs" / "sample_efficiency"
 
 # cell → (recipe config, overrides, label); budgets sized for a 2-core CPU machine
 CELLS = {
@@ -59,42 +61,32 @@ def result_path(cell: str, algo: str, k: int, seed: int) -> Path:
     return RESULTS / cell / f"{algo}_k{k}_seed{seed}.json"
 
 
-def run_one(job: tuple[str, str, int, int]) -> str:
-    """Train one (cell, algo, k, seed) through the recipe and write its result file."""
-    cell, algo, k, seed = job
-    sys.path.insert(0, str(ROOT / "recipes"))
-    from schema import load_config
-    from stac_mujoco import train
+def run_name(cell: str, algo: str, k: int, seed: int) -> str:
+    return f"{cell}_{algo}_k{k}_seed{seed}"
 
-    name, overrides, _ = CELLS[cell]
-    # one process per run (collector_workers=1): --jobs 2 already uses both cores
-    run = [f"algo={algo}", f"critic_steps={k}", f"seed={seed}", "threads=1", "collector_workers=1", "logger=csv"]
-    overrides = [*overrides, *run]
-    cfg = load_config(name, overrides)
-    with tempfile.TemporaryDirectory() as run_dir:
-        start = time.perf_counter()
-        summary = train(cfg, Path(run_dir))
-        wall = time.perf_counter() - start
-        with open(Path(run_dir) / "logs" / "scalars" / "eval" / "return_mean.csv") as f:
-            curve = [(int(float(frames)), float(value)) for frames, value in csv.reader(f)]
-    from omegaconf import OmegaConf
 
+def write_result(cell: str, algo: str, k: int, seed: int) -> str:
+    """The result file of a finished run (config, seed, evaluation curve, wall time of its last session)."""
+    run_dir = RUNS / run_name(cell, algo, k, seed)
+    curve = eval_curve(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
+    config = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
     record = {
         "cell": cell,
         "algo": algo,
         "critic_steps": k,
         "seed": seed,
-        "wall_seconds": wall,
-        "frames": summary["frames"],
+        "wall_seconds": summary.get("wall_seconds", 0.0),
+        "frames": config["total_frames"],
         "eval_curve": curve,
-        "config": OmegaConf.to_container(cfg, resolve=True),
+        "config": config,
     }
     path = result_path(cell, algo, k, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=1))
     tmp.replace(path)
-    return f"{cell} {algo} k={k} seed={seed}: final eval {curve[-1][1]:.1f} in {wall:.0f} s"
+    return f"{cell} {algo} k={k} seed={seed}: final eval {curve[-1][1]:.1f}"
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -106,6 +98,7 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def command_run(args) -> None:
+    """The missing runs as Hydra multiruns (``sweep.py``; one per recipe preset), then their result files."""
     cells = args.only.split(",") if args.only else list(CELLS)
     unknown = sorted(set(cells) - set(CELLS))
     if unknown:
@@ -118,10 +111,31 @@ def command_run(args) -> None:
         for algo in args.algos.split(",")
         if not result_path(cell, algo, k, seed).exists()
     ]
-    print(f"{len(jobs)} runs to do with {args.jobs} processes")
-    with mp.get_context("spawn").Pool(args.jobs) as pool:
-        for line in pool.imap_unordered(run_one, jobs):
-            print(line, flush=True)
+    print(f"{len(jobs)} runs to do on the {args.launcher} launcher ({args.jobs} at a time with joblib)", flush=True)
+    RUNS.mkdir(parents=True, exist_ok=True)
+    failed = False
+    for preset in sorted({CELLS[cell][0] for cell, *_ in jobs}):
+        runs = {
+            run_name(cell, algo, k, seed): {
+                **settings(CELLS[cell][1]),
+                "algo": algo,
+                "critic_steps": k,
+                "seed": seed,
+            }
+            for cell, algo, k, seed in jobs
+            if CELLS[cell][0] == preset
+        }
+        # one process per run (collector_workers=1): the launcher's parallel jobs use the cores
+        common = ["threads=1", "collector_workers=1", "logger=csv", *args.overrides]
+        failed |= launch("stac_mujoco.py", preset, runs, RUNS, common, args.launcher, args.jobs).returncode != 0
+    for cell, algo, k, seed in jobs:
+        run_dir = RUNS / run_name(cell, algo, k, seed)
+        if finished(run_dir, settings(CELLS[cell][1])["total_frames"]):
+            print(write_result(cell, algo, k, seed), flush=True)
+        else:
+            print(f"{cell} {algo} k={k} seed={seed}: not finished (run again to resume it)", flush=True)
+    if failed:
+        sys.exit(f"error: a sweep failed; the end of {RUNS / 'sweep.log'}:\n{log_tail(RUNS)}")
 
 
 def load_runs() -> dict[tuple[str, str, int], list[dict]]:
@@ -347,7 +361,9 @@ def main() -> None:
     run.add_argument("--seeds", default="0-4", help="e.g. 0-4 or 0,2,5")
     run.add_argument("--algos", default="stac,ac")
     run.add_argument("--k", default="1,80", help="critic steps, comma-separated")
-    run.add_argument("--jobs", type=int, default=2, help="parallel runs (one thread each)")
+    run.add_argument("--jobs", type=int, default=2, help="parallel runs on the joblib launcher (one thread each)")
+    run.add_argument("--launcher", default="joblib", help="Hydra launcher: joblib, submitit_slurm, ray, basic")
+    run.add_argument("overrides", nargs="*", help="extra recipe or launcher overrides (hydra.launcher.*)")
     sub.add_parser("aggregate", help="statistics, PNG and RESULTS.md from the result files")
     args = parser.parse_args()
     if args.command == "run":

@@ -7,6 +7,7 @@ resumed from any checkpoint is bit-identical to the uninterrupted one.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -87,10 +88,11 @@ class RunTracker:
         self.progress.set_postfix(postfix)
 
     def finish(self, run_dir: Path) -> dict[str, Any]:
-        """Close the progress bar; the run's summary (frames, wall time, last evaluation, checkpoint)."""
+        """Close the progress bar; the run's summary (frames, wall time of this session, last evaluation,
+        checkpoint), also written to ``run_dir/summary.json`` for sweep collectors."""
         self.progress.close()
         last = self.last_eval
-        return {
+        summary = {
             "env": self.cfg.env,
             "algo": self.cfg.algo,
             "seed": self.cfg.seed,
@@ -102,3 +104,5 @@ class RunTracker:
             "checkpoint": str(self.last_checkpoint),
             "phase_seconds": dict(self.timer.totals),
         }
+        (Path(run_dir) / "summary.json").write_text(json.dumps(summary, indent=1))
+        return summary

@@ -140,14 +140,32 @@ def _reason(error: Exception) -> str:
     return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no detail'}"
 
 
+AUTO = "auto"  # resume=auto: continue this job's own directory if it holds a checkpoint, else start fresh
+
+
 def resume_point(cfg: DictConfig, run_dir: Path | None) -> tuple[dict[str, Any] | None, Path | None, Path]:
     """(saved state, its file, the run directory): the checkpoint to resume from, checked, and the
-    directory to write into (the resumed run's own with ``resume=``, else ``run_dir``)."""
+    directory to write into (the resumed run's own with ``resume=<dir or file>``, else ``run_dir``).
+
+    ``resume=auto`` (sweeps, preemptible jobs): resume ``run_dir`` itself when it holds a checkpoint,
+    else start fresh there; a run already at ``total_frames`` comes back as is (see :func:`complete`).
+    """
     if not cfg.resume:
         return None, None, Path(run_dir)
+    if cfg.resume == AUTO:
+        if not list_checkpoints(Path(run_dir) / CHECKPOINT_DIR):
+            return None, None, Path(run_dir)
+        state, path = load_checkpoint(str(run_dir))
+        check_resumable(cfg, state, str(run_dir), allow_complete=True)
+        return state, path, Path(run_dir)
     state, path = load_checkpoint(cfg.resume)
     check_resumable(cfg, state, cfg.resume)
     return state, path, run_dir_of(cfg.resume)
+
+
+def complete(cfg: DictConfig, state: dict[str, Any] | None) -> bool:
+    """Whether a resumed state already holds ``total_frames`` (only ``resume=auto`` lets one through)."""
+    return state is not None and state["counters"]["frames"] >= cfg.total_frames
 
 
 def write_checkpoint(
@@ -159,8 +177,9 @@ def write_checkpoint(
     return save_checkpoint(run_dir, state)
 
 
-def check_resumable(cfg: DictConfig, state: dict[str, Any], location: str) -> None:
-    """A resumed run must keep the keys that define the experiment; the message lists what to pass."""
+def check_resumable(cfg: DictConfig, state: dict[str, Any], location: str, allow_complete: bool = False) -> None:
+    """A resumed run must keep the keys that define the experiment; the message lists what to pass.
+    A finished run (``total_frames`` reached) is an error unless ``allow_complete``."""
     saved = state["config"]
     current = OmegaConf.to_container(cfg, resolve=True)
     changed = {k: v for k, v in saved.items() if k not in RESUME_MAY_CHANGE and current.get(k) != v}
@@ -170,7 +189,7 @@ def check_resumable(cfg: DictConfig, state: dict[str, Any], location: str) -> No
             f"resume={location} was trained with {overrides}; pass the same values (only "
             f"{', '.join(sorted(RESUME_MAY_CHANGE - {'resume'}))} may change on resume)."
         )
-    if state["counters"]["frames"] >= cfg.total_frames:
+    if state["counters"]["frames"] >= cfg.total_frames and not allow_complete:
         raise ConfigError(
             f"resume={location} already has {state['counters']['frames']} frames >= total_frames={cfg.total_frames}: "
             "raise total_frames to train on."

@@ -17,17 +17,20 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from checkpoints import run_dir_of
+from checkpoints import AUTO, run_dir_of
 from schema import ConfigError, StacConfig, allowed, unknown_key
 
 
 def _run_dir(resume: str | None, fresh: str) -> str:
-    """``hydra.run.dir``: a resumed run continues in its own directory; otherwise ``fresh``."""
-    return str(run_dir_of(resume)) if resume else fresh
+    """``hydra.run.dir``: a resumed run continues in its own directory; otherwise (and with
+    ``resume=auto``, which resumes whatever directory the run is given) ``fresh``."""
+    return str(run_dir_of(resume)) if resume and resume != AUTO else fresh
 
 
 def _hydra_subdir(resume: str | None, now: str) -> str:
     """Hydra's record of the command line; a resume keeps the original one and adds its own."""
+    if resume == AUTO:
+        return f".hydra/{now}"  # each start of a possibly resumed job keeps its own record
     return f".hydra/resumed_{now}" if resume else ".hydra"
 
 

@@ -83,7 +83,7 @@ class StacConfig:
     eval_interval: int = _key(20_000, low=1)  # frames between deterministic evaluations
     eval_episodes: int = _key(5, low=1)
     checkpoint_interval: int = _key(100_000, low=1)  # frames between checkpoints (the last two kept)
-    resume: str | None = None  # a run directory (continues in it) or one of its checkpoint files
+    resume: str | None = None  # a run directory (continues in it), one of its checkpoint files, or auto (sweeps)
     logger: str = _key("csv", choices=("csv", "tensorboard", "wandb", "none"))
     device: str = "cpu"  # torch device: cpu, cuda, cuda:1, ...
     threads: int = _key(0, low=0)  # torch threads; 0 keeps torch's default

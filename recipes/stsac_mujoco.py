@@ -28,7 +28,7 @@ from torchrl.data import LazyTensorStorage, ReplayBuffer
 
 import cli
 from bookkeeping import RunTracker
-from checkpoints import restore, resume_point, seed_everything, write_checkpoint
+from checkpoints import complete, restore, resume_point, seed_everything, write_checkpoint
 from envs import check_env, make_collector, make_env
 from evaluation import evaluate
 from logs import PhaseTimer, make_logger
@@ -44,6 +44,9 @@ def train(cfg: DictConfig, run_dir: Path | None) -> dict[str, Any]:
     validate(cfg)
     check_env(cfg.env)
     resumed, resumed_from, run_dir = resume_point(cfg, run_dir)
+    if complete(cfg, resumed):  # resume=auto on a finished run (e.g. a relaunched sweep)
+        print(f"{run_dir} already holds {resumed['counters']['frames']} frames: nothing to train", flush=True)
+        return {"frames": resumed["counters"]["frames"], "run_dir": str(run_dir)}
 
     # ---- build: networks, the two players' losses, the Stackelberg update, optimizers, replay buffer
     if cfg.threads:

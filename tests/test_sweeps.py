@@ -1,0 +1,109 @@
+"""Hydra multiruns of the recipes on real launchers, and the benchmark drivers built on them."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import ppo  # noqa: E402
+
+import sample_efficiency  # noqa: E402
+
+TINY = ["total_frames=2000", "eval_interval=1000", "eval_episodes=1", "threads=1", "num_envs=2"]
+
+
+def multirun(tmp_path: Path, launcher: list[str], *extra: str) -> subprocess.CompletedProcess:
+    """``stac_cartpole.py -m seed=0,1`` into ``tmp_path/sweep`` with resume=auto."""
+    command = [
+        sys.executable,
+        str(ROOT / "recipes" / "stac_cartpole.py"),
+        "-m",
+        "seed=0,1",
+        *TINY,
+        "resume=auto",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        *launcher,
+        *extra,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+
+
+def assert_two_complete_runs(sweep: Path) -> None:
+    runs = sorted(path for path in sweep.iterdir() if path.is_dir())
+    assert [run.name for run in runs] == [f"num_envs=2,seed={s},total_frames=2000" for s in (0, 1)]
+    finals = []
+    for seed, run in enumerate(runs):
+        summary = json.loads((run / "summary.json").read_text())
+        assert (summary["seed"], summary["frames"]) == (seed, 2000)
+        assert (run / "checkpoints" / "frames_000000002000.pt").is_file()
+        rows = (run / "logs" / "scalars" / "eval" / "return_mean.csv").read_text().splitlines()
+        assert [int(float(row.split(",")[0])) for row in rows] == [1000, 2000]
+        finals.append(torch.load(run / "checkpoints" / "frames_000000002000.pt", weights_only=False)["actor"])
+    assert any(not torch.equal(a, b) for a, b in zip(finals[0].values(), finals[1].values(), strict=True))
+
+
+def test_joblib_multirun_gives_two_complete_run_directories_and_skips_them_when_relaunched(tmp_path):
+    launcher = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    result = multirun(tmp_path, launcher)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Joblib.Parallel(n_jobs=2" in result.stdout + result.stderr
+    assert_two_complete_runs(tmp_path / "sweep")
+    again = multirun(tmp_path, launcher)  # resume=auto: both runs are complete, nothing is trained
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.count("already holds 2000 frames: nothing to train") == 2
+    assert_two_complete_runs(tmp_path / "sweep")
+
+
+def test_ray_launcher_multirun_on_a_local_ray_instance(tmp_path):
+    if importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is None:
+        pytest.skip("hydra-ray-launcher is not installed (pip install -e '.[ray]')")
+    import ray
+
+    try:
+        ray.init(num_cpus=2, include_dashboard=False)
+    except Exception as error:  # noqa: BLE001 - any reason Ray cannot start here
+        pytest.skip(f"Ray cannot start on this machine: {error}")
+    ray.shutdown()
+    result = multirun(tmp_path, ["hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=2"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert_two_complete_runs(tmp_path / "sweep")
+
+
+def test_ppo_driver_runs_the_missing_runs_through_the_sweep_and_skips_finished_ones(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(ppo, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(ppo, "RUNS", tmp_path / "runs")
+    args = argparse.Namespace(
+        envs="Hopper-v4", algos="ac,stac", seeds="0", tag="", frames=2048, jobs=2, launcher="joblib",
+        overrides=["ppo_epochs=1", "eval_episodes=1", "num_envs=2"],
+    )  # fmt: skip
+    ppo.command_run(args)
+    for algo in ("ac", "stac"):
+        record = json.loads((tmp_path / "results" / f"Hopper-v4_{algo}_seed0.json").read_text())
+        assert record["eval_curve"][-1][0] == 2048 and record["algo"] == algo
+        assert "ppo_epochs=1" in record["overrides"]
+    assert "correction_ratio_curve" in record  # the Stackelberg run logged its correction
+    ppo.command_run(args)
+    assert "0 runs to do" in capsys.readouterr().out
+
+
+def test_sample_efficiency_driver_uses_one_multirun_per_preset(tmp_path, monkeypatch):
+    monkeypatch.setattr(sample_efficiency, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(sample_efficiency, "RUNS", tmp_path / "runs")
+    tiny = ["total_frames=2000", "eval_interval=1000", "eval_episodes=1", "num_envs=2"]
+    monkeypatch.setattr(sample_efficiency, "CELLS", {"tiny": ("config_cartpole", tiny, "CartPole, tiny")})
+    args = argparse.Namespace(only="", seeds="0", algos="stac,ac", k="1", jobs=2, launcher="joblib", overrides=[])
+    sample_efficiency.command_run(args)
+    for algo in ("stac", "ac"):
+        record = json.loads(sample_efficiency.result_path("tiny", algo, 1, 0).read_text())
+        assert [frames for frames, _ in record["eval_curve"]] == [1000, 2000]
+        assert (record["config"]["algo"], record["config"]["critic_steps"]) == (algo, 1)
