@@ -7,12 +7,15 @@
 3. end-to-end training frames/s of the recipe with ``algo=stac`` and ``algo=ac`` (the recipe's
    defaults: frames_per_batch 4000, k = 80, 10 CG iterations), with the per-phase breakdown;
 4. Stable-Baselines3 A2C training frames/s on the same env, when stable-baselines3 is installed
-   (``pip install -e ".[bench]"``), with the paper's 64×64 tanh networks.
+   (``pip install -e ".[bench]"``), with the paper's 64×64 tanh networks;
+5. with envpool installed (``pip install -e ".[envpool]"``): 2. and STAC's 3. again on the envpool
+   backend (``env_backend=envpool collector_workers=1``).
 
 The four measurements run back to back in each of ``--rounds`` rounds, so that each round's ratios
 compare rates taken under the same load on a shared machine; the reported rates and ratios are
 medians over rounds, and every round is kept in ``benchmarks/results/throughput.json``. Prints the
-ratios against the targets (STAC ÷ SB3 A2C ≥ 2, collection ÷ raw gymnasium ≥ 0.7).
+ratios against the targets (STAC ÷ SB3 A2C ≥ 2, collection ÷ raw gymnasium ≥ 0.7; envpool collection ÷
+raw gymnasium ≥ 1.3, envpool STAC training ÷ gymnasium STAC training ≥ 1.3).
 """
 
 from __future__ import annotations
@@ -104,13 +107,24 @@ def sb3_a2c_rate(env_id: str, frames: int) -> float | None:
     return frames / (time.perf_counter() - start)
 
 
+ENVPOOL = ["env_backend=envpool", "collector_workers=1"]  # one process; envpool's threads step the envs
+
+
 def measure_round(env_id: str, frames: int, overrides: list[str]) -> dict:
-    """One round of the four measurements: rates (frames/s), ratios and STAC/AC phase seconds."""
+    """One round of the measurements: rates (frames/s), ratios and STAC/AC phase seconds.
+
+    With envpool installed, collection and STAC training run again with ``env_backend=envpool``
+    (one process, envpool's thread pool) and are compared with raw gymnasium and with STAC training
+    on the gymnasium backend of the same round.
+    """
     raw = raw_gym_rate(env_id, frames)
     collect = collection_rate(env_id, frames, overrides)
     training = {algo: training_rate(env_id, algo, frames, overrides) for algo in ("stac", "ac")}
     sb3 = sb3_a2c_rate(env_id, frames)
     stac = training["stac"]["frames_per_second"]
+    envpool = importlib.util.find_spec("envpool") is not None
+    pool_collect = collection_rate(env_id, frames, [*overrides, *ENVPOOL]) if envpool else None
+    pool_stac = training_rate(env_id, "stac", frames, [*overrides, *ENVPOOL])["frames_per_second"] if envpool else None
     return {
         "rates": {
             "raw_gymnasium_steps_per_s": raw,
@@ -118,11 +132,15 @@ def measure_round(env_id: str, frames: int, overrides: list[str]) -> dict:
             "stac_training_frames_per_s": stac,
             "ac_training_frames_per_s": training["ac"]["frames_per_second"],
             "sb3_a2c_training_frames_per_s": sb3,
+            "envpool_collection_frames_per_s": pool_collect,
+            "envpool_stac_training_frames_per_s": pool_stac,
         },
         "ratios": {
             "collection_over_raw": collect / raw,
             "stac_over_sb3_a2c": stac / sb3 if sb3 else None,
             "stac_over_ac": stac / training["ac"]["frames_per_second"],
+            "envpool_collection_over_raw": pool_collect / raw if envpool else None,
+            "envpool_training_over_gymnasium": pool_stac / stac if envpool else None,
         },
         "phase_seconds": {algo: result["phase_seconds"] for algo, result in training.items()},
     }
@@ -160,6 +178,14 @@ def main() -> None:
     for algo, phases in phase_seconds.items():
         print(f"{algo} phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items()))
     print(f"collection / raw gymnasium: {ratios['collection_over_raw']:.2f} (target >= 0.7)")
+    if ratios["envpool_collection_over_raw"] is not None:
+        print(f"envpool collection / raw gymnasium: {ratios['envpool_collection_over_raw']:.2f} (target >= 1.3)")
+        print(
+            f"envpool STAC training / gymnasium STAC training: {ratios['envpool_training_over_gymnasium']:.2f} "
+            "(target >= 1.3)"
+        )
+    else:
+        print("envpool rows: envpool not installed (pip install -e '.[envpool]')")
     if ratios["stac_over_sb3_a2c"] is not None:
         print(f"STAC training / SB3 A2C: {ratios['stac_over_sb3_a2c']:.2f} (target >= 2)")
     else:

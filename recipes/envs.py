@@ -9,7 +9,9 @@ from functools import partial
 import gymnasium
 import torch
 from omegaconf import DictConfig
+from tensordict import TensorDictBase
 from torchrl.collectors import Collector, MultiSyncCollector
+from torchrl.data import Categorical, Composite, Unbounded
 from torchrl.envs import (
     ClipTransform,
     Compose,
@@ -22,16 +24,21 @@ from torchrl.envs import (
     TransformedEnv,
     VecNormV2,
 )
+from torchrl.envs.libs.envpool import MultiThreadedEnv
+from torchrl.envs.libs.gym import _conversion_registry, register_gym_spec_conversion
 
 from schema import ConfigError
 
 
-def check_env(env_id: str) -> None:
+def check_env(env_id: str, backend: str = "gymnasium") -> None:
     """The env must exist, build with the installed packages, and have the spaces the recipes use.
 
     Unknown ids get close matches; a missing package (MuJoCo, Box2D, ...) says what to install;
     the observation must be a flat ``Box`` (a vector) and the actions ``Box`` or ``Discrete``.
+    Evaluation always runs the Gymnasium env, so ``backend="envpool"`` needs both builds.
     """
+    if backend == "envpool":
+        check_envpool(env_id)
     if env_id not in gymnasium.registry:
         close = difflib.get_close_matches(env_id, list(gymnasium.registry), n=3, cutoff=0.6)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
@@ -52,19 +59,85 @@ def check_env(env_id: str) -> None:
         raise ConfigError(f"env={env_id!r} acts in {action}; the recipes need Box or Discrete actions.")
 
 
-def make_env(
-    env_id: str, num_envs: int = 1, device: str = "cpu", observation_norm: VecNormV2 | bool = False
-) -> TransformedEnv:
-    """A Gymnasium env with counters and sums; batch ``[num_envs]`` when num_envs > 1.
+ENV_BACKENDS = ("gymnasium", "envpool")
 
-    Several envs are stepped in this process by one gymnasium ``SyncVectorEnv`` (one policy call per
-    step for all of them); its auto-reset is disabled so that torchrl resets finished envs itself.
+
+def check_envpool(env_id: str) -> None:
+    """``env_backend=envpool`` needs envpool (and the gym/treevalue packages TorchRL's wrapper imports)
+    and an envpool build of the task."""
+    missing = [name for name in ("envpool", "gym", "treevalue") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(
+            f"env_backend=envpool needs {', '.join(missing)}: pip install -e '.[envpool]' (or env_backend=gymnasium)."
+        )
+    import envpool
+
+    if env_id not in envpool.list_all_envs():
+        close = difflib.get_close_matches(env_id, envpool.list_all_envs(), n=3, cutoff=0.6)
+        hint = f" Close: {', '.join(close)}." if close else ""
+        raise ConfigError(f"env={env_id!r} has no envpool build; use env_backend=gymnasium.{hint}")
+
+
+class EnvPoolEnv(MultiThreadedEnv):
+    """TorchRL's envpool env (``MultiThreadedEnv``, envpool's C++ thread pool), with three fixes for
+    torchrl 0.14.1 + envpool 1.2.5.
+
+    * envpool 1.2.5 describes its spaces with gymnasium classes, while TorchRL converts them with the
+      gym backend: gymnasium's ``Box`` is registered with TorchRL's own ``Box`` conversion.
+    * The wrapper's reward and done entries are ``[num_envs]``; TorchRL's Gymnasium envs, its
+      transforms (``InitTracker``) and value estimators use ``[num_envs, 1]``: they get that shape.
+    * The wrapper returns its observation buffer itself as the step's output and later writes the
+      partial resets of finished envs into that buffer, which overwrote the final ``next``
+      observation of every finished episode: the wrapper keeps a copy instead.
+    """
+
+    def __init__(self, num_workers: int, env_name: str, **kwargs) -> None:
+        register_gym_spec_conversion(gymnasium.spaces.Box)(_conversion_registry["Box"])
+        super().__init__(num_workers, env_name, **kwargs)
+
+    def _make_specs(self, env) -> None:
+        super()._make_specs(env)
+        shape = (*self.batch_size, 1)
+        self.reward_spec = Unbounded(shape=shape, dtype=self.reward_spec.dtype, device=self.device)
+        flag = Categorical(2, shape=shape, dtype=torch.bool, device=self.device)
+        self.done_spec = Composite(
+            done=flag, terminated=flag.clone(), truncated=flag.clone(), shape=self.batch_size, device=self.device
+        )
+
+    def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
+        if tensordict is not None and "_reset" in tensordict.keys():  # [num_envs, 1] -> the wrapper's [num_envs]
+            tensordict = tensordict.clone(False).set("_reset", tensordict["_reset"].reshape(self.batch_size))
+        return super()._reset(tensordict, **kwargs)
+
+    def _transform_step_output(self, envpool_output) -> TensorDictBase:
+        output = super()._transform_step_output(envpool_output)
+        for key in ("reward", "done", "terminated", "truncated"):
+            output[key] = torch.as_tensor(output[key]).reshape(*self.batch_size, 1)
+        self.obs = output.select(*self.observation_spec.keys(True, True)).clone()
+        return output
+
+
+def make_env(
+    env_id: str,
+    num_envs: int = 1,
+    device: str = "cpu",
+    observation_norm: VecNormV2 | bool = False,
+    backend: str = "gymnasium",
+) -> TransformedEnv:
+    """A Gymnasium (or envpool) env with counters and sums; batch ``[num_envs]`` when num_envs > 1.
+
+    ``backend="gymnasium"``: several envs are stepped in this process by one gymnasium ``SyncVectorEnv``
+    (one policy call per step for all of them); its auto-reset is disabled so that torchrl resets
+    finished envs itself. ``backend="envpool"``: envpool's build of the task steps the ``num_envs``
+    envs in C++ threads (:class:`EnvPoolEnv`); finished envs are reset by torchrl as well.
     ``observation_norm``: ``True`` adds a fresh running normalisation (``VecNormV2``, one set of
     statistics for all envs) and a clip to ±10, as TorchRL's PPO recipe does; a ``VecNormV2``
     instance is used as it is (e.g. a frozen copy of the training env's for evaluation); ``False``:
     raw observations.
     """
-    if num_envs > 1:
+    if backend == "envpool":
+        base = EnvPoolEnv(num_envs, env_id, device=device)
+    elif num_envs > 1:
         vector_env = gymnasium.make_vec(
             env_id,
             num_envs=num_envs,
@@ -106,11 +179,13 @@ def make_collector(
     the caller built it (e.g. to read its observation statistics).
     """
     if cfg.collector_workers == 1:
-        env = env if env is not None else make_env(cfg.env, cfg.num_envs, cfg.device, cfg.normalize_observations)
+        if env is None:
+            env = make_env(cfg.env, cfg.num_envs, cfg.device, cfg.normalize_observations, cfg.env_backend)
         return Collector(
             env, actor, frames_per_batch=cfg.frames_per_batch, total_frames=total_frames, device=cfg.device
         )
-    worker_env = partial(make_env, cfg.env, cfg.num_envs // cfg.collector_workers, cfg.device)
+    workers_envs = cfg.num_envs // cfg.collector_workers
+    worker_env = partial(make_env, cfg.env, workers_envs, cfg.device, backend=cfg.env_backend)
     return MultiSyncCollector(
         [worker_env] * cfg.collector_workers,
         actor,

@@ -1,6 +1,6 @@
 """Mean ± std deterministic return of a saved run.
 
-python recipes/evaluate.py checkpoint=runs/Hopper-v4/stac/seed0_<time> episodes=10
+python recipes/evaluate.py checkpoint=runs/Hopper-v4/stac/seed0_<time> episodes=10 [env_backend=envpool]
 """
 
 from __future__ import annotations
@@ -23,15 +23,16 @@ def main(cfg: DictConfig) -> None:
     validate(cfg)
     state, path = load_checkpoint(cfg.checkpoint, "checkpoint")
     run = state["config"]
-    check_env(run["env"])
+    check_env(run["env"], cfg.env_backend)
     saved_norm = state.get("observation_norm")
-    env = make_env(run["env"], 1, cfg.device, frozen_observation_norm(saved_norm) if saved_norm else False)
+    norm = frozen_observation_norm(saved_norm) if saved_norm else False
+    env = make_env(run["env"], 1, cfg.device, norm, cfg.env_backend)
     actor, _ = make_models(env, run["num_cells"], cfg.device, ppo=run.get("objective") == "ppo")
     actor.load_state_dict(state["actor"])
     returns = evaluate(actor, env, cfg.episodes, cfg.seed)
     env.close()
     print(
-        f"{run['algo']} on {run['env']} after {state['counters']['frames']} frames ({path.name}): "
+        f"{run['algo']} on {run['env']} ({cfg.env_backend}) after {state['counters']['frames']} frames ({path.name}): "
         f"return {np.mean(returns):.1f} ± {np.std(returns):.1f} over {cfg.episodes} deterministic episodes"
     )
 

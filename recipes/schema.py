@@ -54,6 +54,7 @@ class StacConfig:
     frames_per_batch: int = _key(4000, low=1)  # one actor step and k critic steps per batch
     num_envs: int = _key(32, low=1)  # envs stepped together; batches of shape [num_envs, T]
     collector_workers: int = _key(2, low=1)  # processes splitting num_envs; 1: in this process
+    env_backend: str = _key("gymnasium", choices=("gymnasium", "envpool"))  # envpool: C++ threads (training envs)
     critic_steps: int = _key(80, low=1)  # k, unrolled critic steps per batch (paper: k in {1, 80})
     regularization: float = _key(500.0, low=0.0)  # λ (at the first update, when it decays)
     regularization_decay: str = _key("none", choices=("none", "exp"))  # exp: λ halves every half-life
@@ -136,6 +137,7 @@ class EvaluateConfig:
     episodes: int = _key(10, low=1)
     seed: int = 12345
     device: str = "cpu"
+    env_backend: str = _key("gymnasium", choices=("gymnasium", "envpool"))  # the simulator to evaluate on
 
 
 ConfigStore.instance().store(name="stac_schema", node=StacConfig)

@@ -48,7 +48,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """
     # ---- check everything before building anything
     validate(cfg)
-    check_env(cfg.env)
+    check_env(cfg.env, cfg.env_backend)
     resumed, resumed_from, run_dir = resume_point(cfg, run_dir)
     if complete(cfg, resumed):  # resume=auto on a finished run (e.g. a relaunched sweep)
         print(f"{run_dir} already holds {resumed['counters']['frames']} frames: nothing to train", flush=True)
@@ -88,7 +88,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     iterations = math.ceil((cfg.total_frames - counters["frames"]) / cfg.frames_per_batch)
     train_env = None
     if cfg.collector_workers == 1:
-        train_env = make_env(cfg.env, cfg.num_envs, cfg.device, cfg.normalize_observations)
+        train_env = make_env(cfg.env, cfg.num_envs, cfg.device, cfg.normalize_observations, cfg.env_backend)
     norm = observation_norm(train_env) if train_env is not None else None
     empty_norm = copy.deepcopy(norm.state_dict()) if norm is not None else None
     collector = make_collector(cfg, actor, iterations * cfg.frames_per_batch, train_env)

@@ -79,7 +79,7 @@ def train(cfg: DictConfig, run_dir: Path | None) -> dict[str, Any]:
     )
     warmup = min(cfg.init_random_frames, cfg.total_frames // 10)  # a short run still trains
     iterations = math.ceil((cfg.total_frames - counters["frames"]) / cfg.frames_per_batch)
-    one_env = {"num_envs": 1, "collector_workers": 1, "normalize_observations": False}
+    one_env = {"num_envs": 1, "collector_workers": 1, "normalize_observations": False, "env_backend": "gymnasium"}
     collector_cfg = OmegaConf.create(
         {"env": cfg.env, "device": cfg.device, "frames_per_batch": cfg.frames_per_batch, **one_env}
     )
