@@ -5,9 +5,9 @@
 At the recipe's default sizes (256×256 ReLU actor and twin critics, batch 256, Hopper's 11
 observations and 3 actions), one update = both players' gradients, three Adam steps and the
 Polyak target update. Variants are timed in interleaved rounds (medians reported): plain SAC,
-the recipe's default Stackelberg update, and one change at a time (CG iterations, no warm start,
-Gauss-Newton curvature, a correction every n updates). Prints a table and the line
-``ST/plain update ratio: X`` (default settings); writes
+the Stackelberg update at the recipe's defaults (read from its schema), and one change at a time
+(the critic leading, CG iterations, no warm start, Gauss-Newton curvature, the correction period).
+Prints a table and the line ``ST/plain update ratio: X`` (default settings); writes
 ``benchmarks/results/bench_offpolicy_update.{json,md}``.
 """
 
@@ -29,19 +29,43 @@ RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT / "recipes"))
 
 OBS, ACT, BATCH = 11, 3, 256
-WARMUP = 10  # untimed updates; a multiple of every correction_every below, so each window starts on a correction
-DEFAULT = {"max_iter": 10, "hessian": "exact", "curvature_fallback": "gauss_newton", "warm_start": True}
-VARIANTS = {
+PERIODS = (1, 2, 4, 8)  # correction periods timed; warm-up and timed windows are multiples of all of them
+WARMUP = 8  # untimed updates, so each timed window starts on a correction
+
+
+def recipe_default() -> dict:
+    """The Stackelberg update's options at ``recipes/stsac_mujoco.py``'s defaults (its schema)."""
+    from schema import StsacConfig
+
+    cfg = StsacConfig()
+    return {
+        "leader": cfg.leader,
+        "regularization": cfg.regularization,
+        "max_iter": cfg.cg_iterations,
+        "hessian": cfg.hessian,
+        "curvature_fallback": cfg.curvature_fallback,
+        "correction_every": cfg.correction_every,
+        "warm_start": True,
+    }
+
+
+DEFAULT = recipe_default()
+DEFAULT_NAME = (
+    f"ST default (leader {DEFAULT['leader']}, CG {DEFAULT['max_iter']}, every {DEFAULT['correction_every']}, "
+    f"{DEFAULT['hessian']}{' + GN fallback' if DEFAULT['curvature_fallback'] else ''})"
+)
+VARIANTS = {  # one change at a time from the recipe's default
     "SAC (plain)": None,
-    "ST default (CG 10, exact + GN fallback)": {},
-    "ST CG 3": {"max_iter": 3},
+    DEFAULT_NAME: {},
+    "ST leader critic (exact, no fallback)": {"leader": "critic", "curvature_fallback": None},
+    "ST every update": {"correction_every": 1},
+    "ST every update, CG 10 (the first default)": {"correction_every": 1, "max_iter": 10},
+    "ST every 2 updates": {"correction_every": 2},
+    "ST every 8 updates": {"correction_every": 8},
     "ST CG 1": {"max_iter": 1},
+    "ST CG 10": {"max_iter": 10},
     "ST no warm start": {"warm_start": False},
     "ST Gauss-Newton": {"hessian": "gauss_newton", "curvature_fallback": None},
-    "ST Gauss-Newton, CG 3": {"hessian": "gauss_newton", "curvature_fallback": None, "max_iter": 3},
-    "ST every 2 updates": {"correction_every": 2},
-    "ST every 5 updates": {"correction_every": 5},
-    "ST every 10 updates": {"correction_every": 10},
 }
 
 
@@ -80,7 +104,7 @@ def seconds_per_update(options: dict | None, updates: int) -> float:
     step = (
         (lambda td: plain_gradients(loss, td))
         if options is None
-        else StackelbergUpdate(loss, regularization=1.0, on_nonfinite="skip", **{**DEFAULT, **options})
+        else StackelbergUpdate(loss, on_nonfinite="skip", **{**DEFAULT, **options})
     )
     generator = torch.Generator().manual_seed(1)
     batches = [minibatch(generator) for _ in range(WARMUP + updates)]
@@ -99,12 +123,12 @@ def seconds_per_update(options: dict | None, updates: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--updates", type=int, default=20, help="timed updates per variant and round (multiple of 10)")
+    parser.add_argument("--updates", type=int, default=24, help="timed updates per variant and round (multiple of 8)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
-    if args.updates % 10:
-        parser.error("--updates must be a multiple of 10 (every variant's correction period divides it)")
+    if args.updates % max(PERIODS):
+        parser.error(f"--updates must be a multiple of {max(PERIODS)} (every correction period divides it)")
     if args.threads:
         torch.set_num_threads(args.threads)
     rounds: dict[str, list[float]] = {name: [] for name in VARIANTS}
@@ -119,7 +143,7 @@ def main() -> None:
         rows.append(f"| {name} | {1000 * median:.1f} | {median / plain:.2f} |")
     table = "\n".join(rows)
     print(table)
-    ratio = statistics.median(rounds["ST default (CG 10, exact + GN fallback)"]) / plain
+    ratio = statistics.median(rounds[DEFAULT_NAME]) / plain
     print(f"ST/plain update ratio: {ratio:.2f}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     record = {
@@ -129,6 +153,7 @@ def main() -> None:
         "torch": torch.__version__,
         "updates_per_round": args.updates,
         "seconds_per_update": rounds,
+        "default": DEFAULT,
         "ratio_default": ratio,
     }
     (RESULTS / "bench_offpolicy_update.json").write_text(json.dumps(record, indent=1))

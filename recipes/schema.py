@@ -115,11 +115,11 @@ class StsacConfig:
     regularization_decay: str = _key("none", choices=("none", "exp"))
     regularization_half_life: float = _key(100_000.0, above=0.0)  # in updates
     regularization_floor: float = _key(0.0, low=0.0)
-    cg_iterations: int = _key(10, low=1)
+    cg_iterations: int = _key(3, low=1)  # warm-started from the previous correction's solution
     hessian: str = _key("exact", choices=("exact", "gauss_newton"))  # gauss_newton: leader=actor only
     curvature_fallback: str | None = _key("gauss_newton", choices=("gauss_newton", None))  # leader=actor only
     eigenvalue_steps: int = _key(0, low=0)  # Lanczos steps for the follower Hessian's extreme eigenvalues
-    correction_every: int = _key(1, low=1)  # the Stackelberg correction on one update in n (plain SAC between)
+    correction_every: int = _key(4, low=1)  # the Stackelberg correction on one update in n (plain SAC between)
     eval_interval: int = _key(10_000, low=1)
     eval_episodes: int = _key(5, low=1)
     checkpoint_interval: int = _key(50_000, low=1)  # checkpoints hold the replay buffer

@@ -16,7 +16,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import ppo  # noqa: E402
-
 import sample_efficiency  # noqa: E402
 
 TINY = ["total_frames=2000", "eval_interval=1000", "eval_episodes=1", "threads=1", "num_envs=2"]
@@ -107,3 +106,24 @@ def test_sample_efficiency_driver_uses_one_multirun_per_preset(tmp_path, monkeyp
         record = json.loads(sample_efficiency.result_path("tiny", algo, 1, 0).read_text())
         assert [frames for frames, _ in record["eval_curve"]] == [1000, 2000]
         assert (record["config"]["algo"], record["config"]["critic_steps"]) == (algo, 1)
+
+
+def test_offpolicy_driver_records_curves_and_stackelberg_diagnostics(tmp_path, monkeypatch):
+    import offpolicy
+
+    monkeypatch.setattr(offpolicy, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(offpolicy, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(offpolicy, "EVAL", ["eval_interval=200", "eval_episodes=1"])
+    args = argparse.Namespace(
+        envs="Hopper-v4", variants="sac,stsac_critic", seeds="0", tag="", frames=400, jobs=2, launcher="joblib",
+        overrides=["frames_per_batch=100", "batch_size=32", "num_cells=[16,16]", "correction_every=1"],
+    )  # fmt: skip
+    offpolicy.command_run(args)
+    sac = json.loads((tmp_path / "results" / "Hopper-v4_sac_seed0.json").read_text())
+    stsac = json.loads((tmp_path / "results" / "Hopper-v4_stsac_critic_seed0.json").read_text())
+    assert [frames for frames, _ in stsac["eval_curve"]] == [200, 400]
+    assert "leader: critic" in stsac["config"] and "algo: stsac" in stsac["config"]
+    assert (
+        len(stsac["diagnostics"]["correction_ratio"]) == 4
+    )  # a row per batch: the warm-up (40 frames) ends in the first
+    assert sac["diagnostics"] == {}

@@ -1,0 +1,301 @@
+"""SAC vs Stackelberg SAC (the actor leading, or the critic) on MuJoCo; SB3's SAC as the reference.
+
+    python benchmarks/offpolicy.py run --envs Hopper-v4,HalfCheetah-v4 --seeds 0-2 --jobs 2
+    python benchmarks/offpolicy.py sb3 --env Hopper-v4 --seed 0
+    python benchmarks/offpolicy.py aggregate
+
+``run`` trains the (env, variant, seed) runs that have no result file yet as one Hydra multirun of
+``recipes/stsac_mujoco.py`` (``sweep.py``: ``--launcher joblib`` runs ``--jobs`` at a time here,
+``submitit_slurm`` or ``ray`` on a cluster), one thread per run, in ``benchmarks/runs/offpolicy/<run>/``
+(not committed); a run killed midway resumes from its last checkpoint (replay buffer included) on
+the next ``run``. A finished run writes ``benchmarks/results/offpolicy/<run>.json`` (config,
+evaluation curve, wall time, the Stackelberg diagnostics per batch) and is skipped from then on.
+``sb3`` trains Stable-Baselines3's SAC with its defaults at the same budget and evaluation grid
+(checkpointed with its replay buffer, resumable) into the same directory, as the reference that
+plain ``sac`` must match. ``aggregate`` writes the statistics (``stats.py``), curves, diagnostics
+plots and the off-policy section of ``benchmarks/RESULTS.md``. ``--tag`` and extra ``key=value``
+overrides give a variant its own run names (e.g. ``--tag lam01 regularization=0.1``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+from report import replace_section
+from sample_efficiency import parse_seeds
+from stats import compare, curve_band, improvement_line, plot_aggregates, summarize, verdict
+from sweep import eval_curve, finished, launch, log_tail
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "offpolicy"
+RUNS = ROOT / "benchmarks" / "runs" / "offpolicy"
+TOTAL_FRAMES = 100_000
+EVAL = ["eval_interval=5000", "eval_episodes=5"]
+VARIANTS = {  # name → the recipe's algo and leader
+    "sac": {"algo": "sac", "leader": "actor"},
+    "stsac_actor": {"algo": "stsac", "leader": "actor"},
+    "stsac_critic": {"algo": "stsac", "leader": "critic"},
+}
+DIAGNOSTICS = ("correction_ratio", "cosine_partial_total", "nonpositive_curvature", "solver_iterations")
+
+
+def run_name(env: str, variant: str, seed: int, tag: str) -> str:
+    return f"{env}_{variant}{'_' + tag if tag else ''}_seed{seed}"
+
+
+def write_result(name: str, job: dict, overrides: list[str]) -> str:
+    """The result file of a finished run: config, evaluation curve, wall time and diagnostics."""
+    run_dir = RUNS / name
+    curve = eval_curve(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
+    record = {
+        **job,
+        "overrides": overrides,
+        "wall_seconds_last_session": summary.get("wall_seconds", 0.0),
+        "eval_curve": curve,
+        "config": (run_dir / "config.yaml").read_text(),
+        "diagnostics": {},
+    }
+    for key in DIAGNOSTICS:
+        path = run_dir / "logs" / "scalars" / "implicit" / f"{key}.csv"
+        if path.is_file():
+            with open(path) as f:
+                record["diagnostics"][key] = [(int(float(a)), float(b)) for a, b in csv.reader(f)]
+    write_json(RESULTS / f"{name}.json", record)
+    return f"{name}: final eval {curve[-1][1]:.1f}"
+
+
+def write_json(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    tmp.replace(path)
+
+
+def command_run(args) -> None:
+    """The missing runs as one Hydra multirun (``sweep.py``); then a result file for each finished run."""
+    unknown = sorted(set(args.variants.split(",")) - set(VARIANTS))
+    if unknown:
+        sys.exit(f"error: unknown variants {unknown}; choose from {list(VARIANTS)}")
+    jobs = {
+        run_name(env, variant, seed, args.tag): {"env": env, "variant": variant, "tag": args.tag, "seed": seed}
+        for seed in parse_seeds(args.seeds)
+        for env in args.envs.split(",")
+        for variant in args.variants.split(",")
+        if not (RESULTS / f"{run_name(env, variant, seed, args.tag)}.json").exists()
+    }
+    runs = {name: {"env": job["env"], **VARIANTS[job["variant"]], "seed": job["seed"]} for name, job in jobs.items()}
+    print(f"{len(runs)} runs to do on the {args.launcher} launcher ({args.jobs} at a time with joblib)", flush=True)
+    if not runs:
+        return
+    common = [f"total_frames={args.frames}", "threads=1", "logger=csv", *EVAL, *args.overrides]
+    RUNS.mkdir(parents=True, exist_ok=True)
+    result = launch("stsac_mujoco.py", "config_stsac", runs, RUNS, common, args.launcher, args.jobs)
+    for name, job in jobs.items():
+        if finished(RUNS / name, args.frames):
+            print(write_result(name, job, common), flush=True)
+        else:
+            print(f"{name}: not finished (run again to resume it)", flush=True)
+    if result.returncode != 0:
+        sys.exit(f"error: the sweep failed; the end of {RUNS / 'sweep.log'}:\n{log_tail(RUNS)}")
+
+
+# --------------------------------------------------------------------------- SB3's SAC, the reference
+def command_sb3(args) -> None:
+    """SB3's SAC (its defaults: 256×256, batch 256, lr 3e-4, 100 random steps) at the same budget,
+    evaluated like the recipe (deterministic, ``eval_episodes`` episodes every ``eval_interval``)."""
+    import gymnasium
+    import numpy as np
+    from stable_baselines3 import SAC
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    name = run_name(args.env, "sb3_sac", args.seed, "")
+    if (RESULTS / f"{name}.json").exists():
+        print(f"{name}: done already")
+        return
+    run_dir = RUNS / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    interval, episodes = 5000, 5
+    curve_path, model_path, buffer_path = run_dir / "eval.json", run_dir / "model.zip", run_dir / "replay.pkl"
+    curve = json.loads(curve_path.read_text()) if curve_path.is_file() else []
+    env = gymnasium.make(args.env)
+    if model_path.is_file() and buffer_path.is_file():
+        model = SAC.load(model_path, env=env, device="cpu")
+        model.load_replay_buffer(buffer_path)
+    else:
+        model = SAC("MlpPolicy", env, seed=args.seed, device="cpu")
+    eval_env = gymnasium.make(args.env)
+
+    class Evaluate(BaseCallback):
+        def _on_step(self) -> bool:
+            if self.num_timesteps % interval == 0:
+                returns, _ = evaluate_policy(model, eval_env, n_eval_episodes=episodes, deterministic=True)
+                curve.append((self.num_timesteps, float(np.mean(returns))))
+                model.save(model_path)  # checkpoint: model, optimizers, counters; then the buffer
+                model.save_replay_buffer(buffer_path)
+                write_json(curve_path, curve)  # the curve last: it never runs ahead of the checkpoint
+                print(f"{name}: {self.num_timesteps} steps, eval {curve[-1][1]:.1f}", flush=True)
+            return True
+
+    remaining = args.frames - model.num_timesteps
+    model.learn(total_timesteps=remaining, callback=Evaluate(), reset_num_timesteps=False)
+    record = {"env": args.env, "variant": "sb3_sac", "tag": "", "seed": args.seed, "eval_curve": curve}
+    write_json(RESULTS / f"{name}.json", record)
+    print(f"{name}: final eval {curve[-1][1]:.1f}")
+
+
+# --------------------------------------------------------------------------- report
+def load_groups() -> dict[str, list[dict]]:
+    groups: dict[str, list[dict]] = {}
+    for path in sorted(RESULTS.glob("*.json")):
+        record = json.loads(path.read_text())
+        label = record["variant"] + (f"_{record['tag']}" if record["tag"] else "")
+        groups.setdefault(f"{record['env']}/{label}", []).append(record)
+    return groups
+
+
+def command_aggregate(args) -> None:
+    groups = load_groups()
+    if not groups:
+        sys.exit(f"error: no result files under {RESULTS}; run `offpolicy.py run` first")
+    summary = {key: summarize(records) for key, records in sorted(groups.items())}
+    rows = [
+        "| env | variant | seeds | frames | final mean | 95% CI | IQM | IQM 95% CI | AUC | AUC 95% CI |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for key, s in summary.items():
+        env, label = key.split("/")
+        rows.append(
+            f"| {env} | {label} | {s['seeds']} | {s['frames']} | {s['final_mean']:.1f} | "
+            f"[{s['final_ci'][0]:.1f}, {s['final_ci'][1]:.1f}] | {s['final_iqm']:.1f} | "
+            f"[{s['final_iqm_ci'][0]:.1f}, {s['final_iqm_ci'][1]:.1f}] | {s['auc_mean']:.1f} | "
+            f"[{s['auc_ci'][0]:.1f}, {s['auc_ci'][1]:.1f}] |"
+        )
+    print("\n".join(rows))
+    verdicts = []
+    for key in summary:
+        env, label = key.split("/")
+        plain = summary.get(f"{env}/sac")
+        if not label.startswith("stsac") or plain is None:
+            continue
+        if min(summary[key]["seeds"], plain["seeds"]) < 3:
+            verdicts.append(f"- **{env}, {label} vs SAC**: fewer than 3 seeds a side, no verdict yet")
+            continue
+        verdicts.append(
+            f"- **{env}, {label} vs SAC** ({summary[key]['seeds']} vs {plain['seeds']} seeds): final return "
+            f"{verdict(summary[key], plain, name='STSAC')}; AUC {verdict(summary[key], plain, 'auc', 'STSAC')} "
+            f"[{compare(summary[key], plain)} / {compare(summary[key], plain, 'auc')}]; "
+            f"{improvement_line(summary[key], plain, (label, 'SAC'))}"
+        )
+    out = ROOT / "benchmarks" / "results"
+    (out / "offpolicy_summary.json").write_text(json.dumps(summary, indent=1))
+    envs = sorted({key.split("/")[0] for key in summary})
+    plot_curves(groups, envs, out / "offpolicy.png")
+    plot_aggregates(summary, envs, out / "offpolicy_aggregates.png")
+    plot_diagnostics(groups, out / "offpolicy_diagnostics.png")
+    text = [
+        "## SAC vs Stackelberg SAC (issue: off-policy Stackelberg, either player leading)",
+        "",
+        "Generated by `python benchmarks/offpolicy.py aggregate` from `benchmarks/results/offpolicy/`; do not edit",
+        "by hand. `sac`: the recipe's SAC (`recipes/stsac_mujoco.py algo=sac`: TorchRL's SAC settings, 256×256,",
+        "batch 256, one update per step); `stsac_actor` / `stsac_critic`: Stackelberg SAC with that player leading",
+        "(the recipe's defaults); `sb3_sac`: Stable-Baselines3's SAC at the same budget. Deterministic evaluation",
+        "every 5k frames over 5 episodes. Statistics with rliable (`benchmarks/stats.py`).",
+        "",
+        *rows,
+        "",
+        "![off-policy learning curves](results/offpolicy.png)",
+        "",
+        "![off-policy aggregate metrics](results/offpolicy_aggregates.png)",
+        "",
+        "Verdicts (a win needs non-overlapping 95% bootstrap CIs of the mean):",
+        "",
+        *(verdicts or ["- no STSAC/SAC pair with results yet"]),
+        "",
+        "Stackelberg diagnostics per batch (mean over seeds): ![diagnostics](results/offpolicy_diagnostics.png)",
+    ]
+    replace_section(ROOT / "benchmarks" / "RESULTS.md", "offpolicy", "\n".join(text))
+    print(f"wrote {out / 'offpolicy_summary.json'}, offpolicy*.png and the off-policy section of RESULTS.md")
+
+
+def plot_curves(groups: dict[str, list[dict]], envs: list[str], path: Path) -> None:
+    import matplotlib
+    import numpy as np
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 3.6), squeeze=False)
+    for ax, env in zip(axes[0], envs, strict=True):
+        for key in sorted(k for k in groups if k.startswith(env + "/")):
+            records = groups[key]
+            length = min(len(r["eval_curve"]) for r in records)
+            frames = np.array([f for f, _ in records[0]["eval_curve"][:length]])
+            values = np.array([[v for _, v in r["eval_curve"][:length]] for r in records])
+            mean, band = curve_band(values)
+            ax.plot(frames, mean, label=f"{key.split('/')[1]} ({len(records)} seeds)")
+            ax.fill_between(frames, band[0], band[1], alpha=0.2)
+        ax.set_title(env)
+        ax.set_xlabel("frames")
+        ax.set_ylabel("deterministic return")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_diagnostics(groups: dict[str, list[dict]], path: Path) -> None:
+    import matplotlib
+    import numpy as np
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(DIAGNOSTICS), figsize=(4.2 * len(DIAGNOSTICS), 3.4))
+    for ax, name in zip(axes, DIAGNOSTICS, strict=True):
+        for key, records in sorted(groups.items()):
+            series = [r["diagnostics"][name] for r in records if r.get("diagnostics", {}).get(name)]
+            if not series:
+                continue
+            length = min(len(s) for s in series)
+            frames = [f for f, _ in series[0][:length]]
+            ax.plot(frames, np.mean([[v for _, v in s[:length]] for s in series], axis=0), label=key, lw=1)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("frames")
+        if name == "correction_ratio":
+            ax.set_yscale("log")
+        if ax.lines:
+            ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="train (or resume) the missing runs")
+    run.add_argument("--envs", default="Hopper-v4,HalfCheetah-v4")
+    run.add_argument("--variants", default="sac,stsac_actor,stsac_critic", help=f"among {list(VARIANTS)}")
+    run.add_argument("--seeds", default="0-2", help="e.g. 0-2 or 0,3")
+    run.add_argument("--jobs", type=int, default=2, help="parallel runs on the joblib launcher (one thread each)")
+    run.add_argument("--launcher", default="joblib", help="Hydra launcher: joblib, submitit_slurm, ray, basic")
+    run.add_argument("--tag", default="", help="variant name for runs with extra overrides")
+    run.add_argument("--frames", type=int, default=TOTAL_FRAMES, help="total frames per run")
+    run.add_argument("overrides", nargs="*", help="extra recipe (or launcher) overrides, e.g. regularization=0.1")
+    sb3 = sub.add_parser("sb3", help="SB3's SAC at the same budget (resumable)")
+    sb3.add_argument("--env", default="Hopper-v4")
+    sb3.add_argument("--seed", type=int, default=0)
+    sb3.add_argument("--frames", type=int, default=TOTAL_FRAMES)
+    sub.add_parser("aggregate", help="statistics, PNGs and the off-policy section of RESULTS.md")
+    args = parser.parse_args()
+    {"run": command_run, "sb3": command_sb3, "aggregate": command_aggregate}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
