@@ -8,7 +8,7 @@ Polyak target update. Variants are timed in interleaved rounds (medians reported
 the Stackelberg update at the recipe's defaults (read from its schema), and one change at a time
 (the critic leading, CG iterations, no warm start, Gauss-Newton curvature, the correction period).
 Prints a table and the line ``ST/plain update ratio: X`` (default settings); writes
-``benchmarks/results/bench_offpolicy_update.{json,md}``.
+``benchmarks/results/bench_offpolicy_update.{json,md}`` and the table into ``README.md``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from tensordict import TensorDict
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT / "recipes"))
+
+from report import replace_section  # noqa: E402
 
 OBS, ACT, BATCH = 11, 3, 256
 PERIODS = (1, 2, 4, 8)  # correction periods timed; warm-up and timed windows are multiples of all of them
@@ -158,6 +160,11 @@ def main() -> None:
     }
     (RESULTS / "bench_offpolicy_update.json").write_text(json.dumps(record, indent=1))
     (RESULTS / "bench_offpolicy_update.md").write_text(table + f"\n\nST/plain update ratio: {ratio:.2f}\n")
+    note = (
+        f"\n\n`ST/plain update ratio: {ratio:.2f}` ({args.rounds} interleaved rounds of {args.updates} updates, "
+        f"{torch.get_num_threads()} thread(s), torch {torch.__version__})."
+    )
+    replace_section(ROOT / "README.md", "offpolicy_cost", table + note)
     print(f"wrote {RESULTS / 'bench_offpolicy_update.json'} and .md")
 
 

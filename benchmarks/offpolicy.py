@@ -13,8 +13,9 @@ evaluation curve, wall time, the Stackelberg diagnostics per batch) and is skipp
 ``sb3`` trains Stable-Baselines3's SAC with its defaults at the same budget and evaluation grid
 (checkpointed with its replay buffer, resumable) into the same directory, as the reference that
 plain ``sac`` must match. ``aggregate`` writes the statistics (``stats.py``), curves, diagnostics
-plots and the off-policy section of ``benchmarks/RESULTS.md``. ``--tag`` and extra ``key=value``
-overrides give a variant its own run names (e.g. ``--tag lam01 regularization=0.1``).
+plots, the off-policy section of ``benchmarks/RESULTS.md`` and the results table in ``README.md``.
+``--tag`` and extra ``key=value`` overrides give a variant its own run names (e.g. ``--tag lam01
+regularization=0.1``).
 """
 
 from __future__ import annotations
@@ -220,6 +221,8 @@ def command_aggregate(args) -> None:
         "Stackelberg diagnostics per batch (mean over seeds): ![diagnostics](results/offpolicy_diagnostics.png)",
     ]
     replace_section(ROOT / "benchmarks" / "RESULTS.md", "offpolicy", "\n".join(text))
+    readme = [*rows, "", *(verdicts or ["- no STSAC/SAC pair with results yet"])]
+    replace_section(ROOT / "README.md", "offpolicy_results", "\n".join(readme))
     print(f"wrote {out / 'offpolicy_summary.json'}, offpolicy*.png and the off-policy section of RESULTS.md")
 
 
