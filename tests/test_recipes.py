@@ -74,7 +74,7 @@ def test_recipe_end_to_end_writes_logs_and_checkpoint(tmp_path, script, env):
     assert (tmp_path / "config.yaml").is_file()
     evaluation = run_script("evaluate.py", f"checkpoint={tmp_path}", "episodes=2", cwd=tmp_path / "logs")
     assert evaluation.returncode == 0, evaluation.stderr[-3000:]
-    assert f"stac on {env} after 400 frames (frames_000000000400.pt): return" in evaluation.stdout
+    assert f"stac on {env} (gymnasium) after 400 frames (frames_000000000400.pt): return" in evaluation.stdout
     assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["scalars", "texts", "videos"]  # wrote nothing
 
 
@@ -267,7 +267,7 @@ def test_ppo_recipe_logs_the_correction_and_evaluates_with_its_observation_stati
     assert state["observation_norm"] is not None and state["config"]["objective"] == "ppo"
     evaluation = run_script("evaluate.py", f"checkpoint={tmp_path}", "episodes=1", cwd=tmp_path / "logs")
     assert evaluation.returncode == 0, evaluation.stderr[-3000:]
-    assert "stac on Hopper-v4 after 512 frames" in evaluation.stdout
+    assert "stac on Hopper-v4 (gymnasium) after 512 frames" in evaluation.stdout
 
 
 @pytest.mark.parametrize("algo", ["stac", "ac"])
