@@ -10,7 +10,8 @@ time here, ``submitit_slurm`` or ``ray`` on a cluster), one thread per run, in
 on the next ``run`` (``resume=auto``); a finished run writes ``benchmarks/results/ppo/<run>.json``
 (config, seed, evaluation curve, wall time) and is skipped from then on. ``aggregate`` writes the
 statistics (``stats.py``: rliable's mean, IQM, CIs, probability of improvement),
-``benchmarks/results/ppo[_aggregates].png`` and the PPO section of ``benchmarks/RESULTS.md``.
+``benchmarks/results/ppo[_aggregates].png``, the PPO section of ``benchmarks/RESULTS.md`` and the
+results table in ``README.md``.
 ``--tag`` and extra ``key=value`` overrides (e.g. ``--tag lam500 regularization=500``) give a
 variant its own run names.
 """
@@ -112,9 +113,13 @@ def command_aggregate(args) -> None:
     if not groups:
         sys.exit(f"error: no result files under {RESULTS}; run `ppo.py run` first")
     summary = {key: summarize(records) for key, records in sorted(groups.items())}
+    for key, records in groups.items():
+        ratios = [value for r in records for _, value in r.get("correction_ratio_curve", [])]
+        summary[key]["correction_ratio_median"] = float(np.median(ratios)) if ratios else None
     rows = [
-        "| env | variant | seeds | frames | final mean | 95% CI | IQM | IQM 95% CI | AUC | AUC 95% CI |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| env | variant | seeds | frames | final mean | 95% CI | IQM | IQM 95% CI | AUC | AUC 95% CI "
+        "| correction ratio |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for key, s in summary.items():
         env, label = key.split("/")
@@ -122,7 +127,9 @@ def command_aggregate(args) -> None:
             f"| {env} | {label} | {s['seeds']} | {s['frames']} | {s['final_mean']:.1f} | "
             f"[{s['final_ci'][0]:.1f}, {s['final_ci'][1]:.1f}] | {s['final_iqm']:.1f} | "
             f"[{s['final_iqm_ci'][0]:.1f}, {s['final_iqm_ci'][1]:.1f}] | {s['auc_mean']:.1f} | "
-            f"[{s['auc_ci'][0]:.1f}, {s['auc_ci'][1]:.1f}] |"
+            f"[{s['auc_ci'][0]:.1f}, {s['auc_ci'][1]:.1f}] | "
+            + ("–" if s["correction_ratio_median"] is None else f"{s['correction_ratio_median']:.3f}")
+            + " |"
         )
     print("\n".join(rows))
     verdicts = []
@@ -151,6 +158,7 @@ def command_aggregate(args) -> None:
         "10 epochs of minibatch 64, Adam 3e-4 annealed, clip 0.2, GAE 0.95, observation normalisation);",
         "`stac` adds the Stackelberg correction (one solve per batch, an importance-weighted correction",
         f"per minibatch). {TOTAL_FRAMES:,} frames, deterministic evaluation every 50k frames over 5 episodes.",
+        "Correction ratio: median over batches and seeds of ‖correction‖ / ‖PPO's actor gradient‖.",
         "",
         *rows,
         "",
@@ -166,6 +174,7 @@ def command_aggregate(args) -> None:
         "![PPO learning curves](results/ppo.png)",
     ]
     replace_section(ROOT / "benchmarks" / "RESULTS.md", "ppo", "\n".join(text))
+    replace_section(ROOT / "README.md", "ppo_results", "\n".join([*rows, "", *verdicts]))
     print(f"wrote {out / 'ppo_summary.json'}, ppo.png and the PPO section of benchmarks/RESULTS.md")
 
 
