@@ -28,7 +28,7 @@ from pathlib import Path
 
 from report import replace_section
 from sample_efficiency import parse_seeds
-from stats import compare, curve_band, improvement_line, plot_aggregates, summarize, verdict
+from stats import pair_verdicts, plot_aggregates, plot_curves, summarize, table_rows
 from sweep import eval_curve, finished, launch, log_tail
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,38 +165,13 @@ def command_aggregate(args) -> None:
     if not groups:
         sys.exit(f"error: no result files under {RESULTS}; run `offpolicy.py run` first")
     summary = {key: summarize(records) for key, records in sorted(groups.items())}
-    rows = [
-        "| env | variant | seeds | frames | final mean | 95% CI | IQM | IQM 95% CI | AUC | AUC 95% CI |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for key, s in summary.items():
-        env, label = key.split("/")
-        rows.append(
-            f"| {env} | {label} | {s['seeds']} | {s['frames']} | {s['final_mean']:.1f} | "
-            f"[{s['final_ci'][0]:.1f}, {s['final_ci'][1]:.1f}] | {s['final_iqm']:.1f} | "
-            f"[{s['final_iqm_ci'][0]:.1f}, {s['final_iqm_ci'][1]:.1f}] | {s['auc_mean']:.1f} | "
-            f"[{s['auc_ci'][0]:.1f}, {s['auc_ci'][1]:.1f}] |"
-        )
+    rows = table_rows(summary)
     print("\n".join(rows))
-    verdicts = []
-    for key in summary:
-        env, label = key.split("/")
-        plain = summary.get(f"{env}/sac")
-        if not label.startswith("stsac") or plain is None:
-            continue
-        if min(summary[key]["seeds"], plain["seeds"]) < 3:
-            verdicts.append(f"- **{env}, {label} vs SAC**: fewer than 3 seeds a side, no verdict yet")
-            continue
-        verdicts.append(
-            f"- **{env}, {label} vs SAC** ({summary[key]['seeds']} vs {plain['seeds']} seeds): final return "
-            f"{verdict(summary[key], plain, name='STSAC')}; AUC {verdict(summary[key], plain, 'auc', 'STSAC')} "
-            f"[{compare(summary[key], plain)} / {compare(summary[key], plain, 'auc')}]; "
-            f"{improvement_line(summary[key], plain, (label, 'SAC'))}"
-        )
+    verdicts = pair_verdicts(summary, "sac", "stsac", ("STSAC", "SAC"))
     out = ROOT / "benchmarks" / "results"
     (out / "offpolicy_summary.json").write_text(json.dumps(summary, indent=1))
     envs = sorted({key.split("/")[0] for key in summary})
-    plot_curves(groups, envs, out / "offpolicy.png")
+    plot_curves(groups, out / "offpolicy.png")
     plot_aggregates(summary, envs, out / "offpolicy_aggregates.png")
     plot_diagnostics(groups, out / "offpolicy_diagnostics.png")
     text = [
@@ -224,32 +199,6 @@ def command_aggregate(args) -> None:
     readme = [*rows, "", *(verdicts or ["- no STSAC/SAC pair with results yet"])]
     replace_section(ROOT / "README.md", "offpolicy_results", "\n".join(readme))
     print(f"wrote {out / 'offpolicy_summary.json'}, offpolicy*.png and the off-policy section of RESULTS.md")
-
-
-def plot_curves(groups: dict[str, list[dict]], envs: list[str], path: Path) -> None:
-    import matplotlib
-    import numpy as np
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 3.6), squeeze=False)
-    for ax, env in zip(axes[0], envs, strict=True):
-        for key in sorted(k for k in groups if k.startswith(env + "/")):
-            records = groups[key]
-            length = min(len(r["eval_curve"]) for r in records)
-            frames = np.array([f for f, _ in records[0]["eval_curve"][:length]])
-            values = np.array([[v for _, v in r["eval_curve"][:length]] for r in records])
-            mean, band = curve_band(values)
-            ax.plot(frames, mean, label=f"{key.split('/')[1]} ({len(records)} seeds)")
-            ax.fill_between(frames, band[0], band[1], alpha=0.2)
-        ax.set_title(env)
-        ax.set_xlabel("frames")
-        ax.set_ylabel("deterministic return")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def plot_diagnostics(groups: dict[str, list[dict]], path: Path) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 
 from report import replace_section
 from sample_efficiency import parse_seeds
-from stats import compare, curve_band, improvement_line, plot_aggregates, summarize, verdict
+from stats import pair_verdicts, plot_aggregates, plot_curves, summarize, table_rows
 from sweep import eval_curve, finished, launch, log_tail
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,39 +116,17 @@ def command_aggregate(args) -> None:
     for key, records in groups.items():
         ratios = [value for r in records for _, value in r.get("correction_ratio_curve", [])]
         summary[key]["correction_ratio_median"] = float(np.median(ratios)) if ratios else None
-    rows = [
-        "| env | variant | seeds | frames | final mean | 95% CI | IQM | IQM 95% CI | AUC | AUC 95% CI "
-        "| correction ratio |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for key, s in summary.items():
-        env, label = key.split("/")
-        rows.append(
-            f"| {env} | {label} | {s['seeds']} | {s['frames']} | {s['final_mean']:.1f} | "
-            f"[{s['final_ci'][0]:.1f}, {s['final_ci'][1]:.1f}] | {s['final_iqm']:.1f} | "
-            f"[{s['final_iqm_ci'][0]:.1f}, {s['final_iqm_ci'][1]:.1f}] | {s['auc_mean']:.1f} | "
-            f"[{s['auc_ci'][0]:.1f}, {s['auc_ci'][1]:.1f}] | "
-            + ("–" if s["correction_ratio_median"] is None else f"{s['correction_ratio_median']:.3f}")
-            + " |"
+    ratio = {
+        "correction ratio": lambda s: (
+            "–" if s["correction_ratio_median"] is None else f"{s['correction_ratio_median']:.3f}"
         )
+    }
+    rows = table_rows(summary, ratio)
     print("\n".join(rows))
-    verdicts = []
-    for key in summary:
-        env, label = key.split("/")
-        plain = summary.get(f"{env}/ac")
-        if label.startswith("stac") and plain:
-            if min(summary[key]["seeds"], plain["seeds"]) < 3:
-                verdicts.append(f"- **{env}, {label} vs PPO**: fewer than 3 seeds a side, no verdict yet")
-                continue
-            verdicts.append(
-                f"- **{env}, {label} vs PPO** ({summary[key]['seeds']} vs {plain['seeds']} seeds): final return "
-                f"{verdict(summary[key], plain)}; AUC {verdict(summary[key], plain, 'auc')} "
-                f"[{compare(summary[key], plain)} / {compare(summary[key], plain, 'auc')}]; "
-                f"{improvement_line(summary[key], plain, (label, 'PPO'))}"
-            )
+    verdicts = pair_verdicts(summary, "ac", "stac", ("STAC", "PPO"))
     out = ROOT / "benchmarks" / "results"
     (out / "ppo_summary.json").write_text(json.dumps(summary, indent=1))
-    plot(groups, out / "ppo.png")
+    plot_curves(groups, out / "ppo.png")
     plot_aggregates(summary, sorted({key.split("/")[0] for key in summary}), out / "ppo_aggregates.png")
     text = [
         "## PPO vs Stackelberg-PPO (issue: TorchRL's PPO as the leader)",
@@ -176,32 +154,6 @@ def command_aggregate(args) -> None:
     replace_section(ROOT / "benchmarks" / "RESULTS.md", "ppo", "\n".join(text))
     replace_section(ROOT / "README.md", "ppo_results", "\n".join([*rows, "", *verdicts]))
     print(f"wrote {out / 'ppo_summary.json'}, ppo.png and the PPO section of benchmarks/RESULTS.md")
-
-
-def plot(groups: dict[str, list[dict]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    envs = sorted({key.split("/")[0] for key in groups})
-    fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 3.6), squeeze=False)
-    for ax, env in zip(axes[0], envs, strict=True):
-        for key in sorted(k for k in groups if k.startswith(env + "/")):
-            records = groups[key]
-            length = min(len(r["eval_curve"]) for r in records)
-            frames = np.array([f for f, _ in records[0]["eval_curve"][:length]])
-            values = np.array([[v for _, v in r["eval_curve"][:length]] for r in records])
-            mean, band = curve_band(values)
-            ax.plot(frames, mean, label=f"{key.split('/')[1]} ({len(records)} seeds)")
-            ax.fill_between(frames, band[0], band[1], alpha=0.2)
-        ax.set_title(env)
-        ax.set_xlabel("frames")
-        ax.set_ylabel("deterministic return")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def main() -> None:

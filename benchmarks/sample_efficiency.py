@@ -260,8 +260,9 @@ def claim_lines(summary: dict) -> list[str]:
     stac_vs_ac = [(f"{c} k={k}", f"{c}/stac/k{k}", f"{c}/ac/k{k}") for c in CELLS for k in CRITIC_STEPS]
     many_vs_one = [(f"{c} {a.upper()}", f"{c}/{a}/k80", f"{c}/{a}/k1") for c in CELLS for a in ALGOS]
     return [
-        "Seed-level 95% bootstrap CIs; a win or a loss needs separated CIs, anything else is a tie. Final return is",
-        "the last evaluation; AUC (mean evaluation return over training) is the sample-efficiency view of the curves.",
+        "Seed-level 95% stratified-bootstrap CIs of the mean (rliable); a win or a loss needs separated CIs, anything",
+        "else is a tie. Final return is the last evaluation; AUC (mean evaluation return over training) is the",
+        "sample-efficiency view of the curves.",
         "",
         '1. *"STAC has overall better performance than AC"*, STAC against AC:',
         f"   - final return: {outcomes(stac_vs_ac, 'final')};",

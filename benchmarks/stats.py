@@ -11,6 +11,7 @@ files.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -150,3 +151,70 @@ def curve_band(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean learning curve and its 95% CI at every evaluation point; ``values`` is [runs, points]."""
     points, intervals = _interval_estimates({"x": np.asarray(values, dtype=float)}, lambda s: s.mean(axis=0))
     return points["x"], np.asarray(intervals["x"])
+
+
+def plot_curves(groups: dict[str, list[dict]], path: Path) -> None:
+    """One panel per task: each group's (``<task>/<label>``) mean learning curve and its 95% CI."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({key.split("/")[0] for key in groups})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for key in sorted(k for k in groups if k.startswith(task + "/")):
+            frames, values = curves(groups[key])
+            mean, band = curve_band(values)
+            ax.plot(frames, mean, label=f"{key.split('/', 1)[1]} ({len(groups[key])} seeds)")
+            ax.fill_between(frames, band[0], band[1], alpha=0.2)
+        ax.set_title(task)
+        ax.set_xlabel("frames")
+        ax.set_ylabel("deterministic return")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def table_rows(summary: dict[str, dict], extra: dict[str, Callable[[dict], str]] | None = None) -> list[str]:
+    """Markdown table, a row per group ``<task>/<label>``: seeds, frames, final return mean and IQM with
+    their CIs, AUC with its CI, and ``extra`` columns (header → cell from the group's summary)."""
+    extra = extra or {}
+    header = ["env", "variant", "seeds", "frames", "final mean", "95% CI", "IQM", "IQM 95% CI", "AUC", "AUC 95% CI"]
+    rows = ["| " + " | ".join([*header, *extra]) + " |", "|" + " --- |" * (len(header) + len(extra))]
+    for key, s in summary.items():
+        task, label = key.split("/", 1)
+        cells = [
+            task, label, str(s["seeds"]), str(s["frames"]), f"{s['final_mean']:.1f}", _interval(s["final_ci"]),
+            f"{s['final_iqm']:.1f}", _interval(s["final_iqm_ci"]), f"{s['auc_mean']:.1f}", _interval(s["auc_ci"]),
+        ]  # fmt: skip
+        rows.append("| " + " | ".join([*cells, *(cell(s) for cell in extra.values())]) + " |")
+    return rows
+
+
+def _interval(ci: tuple[float, float]) -> str:
+    return f"[{ci[0]:.1f}, {ci[1]:.1f}]"
+
+
+def pair_verdicts(summary: dict[str, dict], baseline: str, challenger: str, names: tuple[str, str]) -> list[str]:
+    """For every task: each group whose label starts with ``challenger`` against the group ``baseline``
+    (final return and AUC: outcome, difference, probability of improvement); ``names`` = (challenger's,
+    baseline's) display names. Fewer than 3 seeds a side: no verdict."""
+    lines = []
+    for key, group in summary.items():
+        task, label = key.split("/", 1)
+        plain = summary.get(f"{task}/{baseline}")
+        if not label.startswith(challenger) or plain is None:
+            continue
+        title = f"**{task}, {label} vs {names[1]}**"
+        if min(group["seeds"], plain["seeds"]) < 3:
+            lines.append(f"- {title}: fewer than 3 seeds a side, no verdict yet")
+            continue
+        lines.append(
+            f"- {title} ({group['seeds']} vs {plain['seeds']} seeds): final return "
+            f"{verdict(group, plain, name=names[0])}; AUC {verdict(group, plain, 'auc', names[0])} "
+            f"[{compare(group, plain)} / {compare(group, plain, 'auc')}]; "
+            f"{improvement_line(group, plain, (label, names[1]))}"
+        )
+    return lines
