@@ -36,6 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT / "recipes"))
 
+from report import replace_section  # noqa: E402
+
 
 def raw_gym_rate(env_id: str, steps: int, seed: int = 0) -> float:
     import gymnasium
@@ -207,7 +209,23 @@ def main() -> None:
         "rounds": rounds,
     }
     (RESULTS / "throughput.json").write_text(json.dumps(record, indent=2, default=float))
-    print(f"wrote {RESULTS / 'throughput.json'}")
+    replace_section(ROOT / "README.md", "throughput", readme_text(record, args.rounds))
+    print(f"wrote {RESULTS / 'throughput.json'} and the throughput lines of README.md")
+
+
+def readme_text(record: dict, rounds: int) -> str:
+    """The README's account of the last run: median rates and ratios (rounds in the JSON)."""
+    rates = ", ".join(
+        f"{name.removesuffix('_per_s').replace('_', ' ')} {value:.0f}/s"
+        for name, value in record["rates"].items()
+        if value is not None
+    )
+    ratios = ", ".join(f"{name.replace('_', ' ')} {value:.2f}" for name, value in record["ratios"].items() if value)
+    return (
+        f"  {record['env']}, {record['frames']} frames per measurement, medians over {rounds} rounds, "
+        f"{record['num_envs']} envs in {record['collector_workers']} collector process(es) on the gymnasium "
+        f"backend, torch {record['torch']}: {rates}. Ratios: {ratios}."
+    )
 
 
 if __name__ == "__main__":
