@@ -59,9 +59,6 @@ def check_env(env_id: str, backend: str = "gymnasium") -> None:
         raise ConfigError(f"env={env_id!r} acts in {action}; the recipes need Box or Discrete actions.")
 
 
-ENV_BACKENDS = ("gymnasium", "envpool")
-
-
 def check_envpool(env_id: str) -> None:
     """``env_backend=envpool`` needs envpool (and the gym/treevalue packages TorchRL's wrapper imports)
     and an envpool build of the task."""
