@@ -29,7 +29,7 @@ from pathlib import Path
 from report import replace_section
 from sample_efficiency import parse_seeds
 from stats import pair_verdicts, plot_aggregates, plot_curves, summarize, table_rows
-from sweep import eval_curve, finished, launch, log_tail
+from sweep import eval_curve, finished, launch, log_tail, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "offpolicy"
@@ -68,13 +68,6 @@ def write_result(name: str, job: dict, overrides: list[str]) -> str:
                 record["diagnostics"][key] = [(int(float(a)), float(b)) for a, b in csv.reader(f)]
     write_json(RESULTS / f"{name}.json", record)
     return f"{name}: final eval {curve[-1][1]:.1f}"
-
-
-def write_json(path: Path, record: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(path)
 
 
 def command_run(args) -> None:

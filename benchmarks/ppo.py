@@ -29,7 +29,7 @@ import numpy as np
 from report import replace_section
 from sample_efficiency import parse_seeds
 from stats import pair_verdicts, plot_aggregates, plot_curves, summarize, table_rows
-from sweep import eval_curve, finished, launch, log_tail
+from sweep import eval_curve, finished, launch, log_tail, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "ppo"
@@ -67,10 +67,7 @@ def write_result(name: str, job: dict, overrides: list[str]) -> str:
         with open(ratio) as f:
             record["correction_ratio_curve"] = [(int(float(a)), float(b)) for a, b in csv.reader(f)]
     path = RESULTS / f"{name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(path)
+    write_json(path, record)
     return f"{name}: final eval {curve[-1][1]:.1f}"
 
 

@@ -25,7 +25,7 @@ from omegaconf import OmegaConf
 
 from report import replace_section
 from stats import compare, curve_band, curves, improvement_line, plot_aggregates, summarize, verdict
-from sweep import eval_curve, finished, launch, log_tail, settings
+from sweep import eval_curve, finished, launch, log_tail, settings, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "sample_efficiency"
@@ -82,10 +82,7 @@ def write_result(cell: str, algo: str, k: int, seed: int) -> str:
         "config": config,
     }
     path = result_path(cell, algo, k, seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(path)
+    write_json(path, record)
     return f"{cell} {algo} k={k} seed={seed}: final eval {curve[-1][1]:.1f}"
 
 

@@ -12,6 +12,7 @@ run), continues from it. The launcher is Hydra's: ``joblib`` (parallel on this m
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -78,6 +79,14 @@ def finished(run_dir: Path, total_frames: int) -> bool:
     """Whether the run trained to ``total_frames`` (its newest checkpoint, ``frames_<N>.pt``, says so)."""
     saved = [int(path.stem.split("_")[1]) for path in (Path(run_dir) / "checkpoints").glob("frames_*.pt")]
     return max(saved, default=0) >= total_frames
+
+
+def write_json(path: Path, record: dict) -> None:
+    """Write a result file atomically (a temporary file renamed over it): a killed run leaves none or all of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    tmp.replace(path)
 
 
 def log_tail(sweep_dir: Path, lines: int = 5) -> str:

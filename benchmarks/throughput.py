@@ -9,7 +9,8 @@
 4. Stable-Baselines3 A2C training frames/s on the same env, when stable-baselines3 is installed
    (``pip install -e ".[bench]"``), with the paper's 64×64 tanh networks;
 5. with envpool installed (``pip install -e ".[envpool]"``): 2. and STAC's 3. again on the envpool
-   backend (``env_backend=envpool collector_workers=1``).
+   backend, in the recipe's layout (``env_backend=envpool``: 32 envs in 2 collector processes) and
+   in a wide one (``num_envs=128 frames_per_batch=4096``: four times the envs per policy call).
 
 The four measurements run back to back in each of ``--rounds`` rounds, so that each round's ratios
 compare rates taken under the same load on a shared machine; the reported rates and ratios are
@@ -109,43 +110,50 @@ def sb3_a2c_rate(env_id: str, frames: int) -> float | None:
     return frames / (time.perf_counter() - start)
 
 
-ENVPOOL = ["env_backend=envpool", "collector_workers=1"]  # one process; envpool's threads step the envs
+# envpool layouts: the recipe's (32 envs in 2 collector processes), and 128 envs per batched step,
+# which spreads TorchRL's per-step Python work (wrapper, transforms, policy call) over 4x the frames.
+ENVPOOL_LAYOUTS = {
+    "envpool": ["env_backend=envpool"],
+    "envpool_128": ["env_backend=envpool", "num_envs=128", "frames_per_batch=4096"],
+}
 
 
 def measure_round(env_id: str, frames: int, overrides: list[str]) -> dict:
     """One round of the measurements: rates (frames/s), ratios and STAC/AC phase seconds.
 
-    With envpool installed, collection and STAC training run again with ``env_backend=envpool``
-    (one process, envpool's thread pool) and are compared with raw gymnasium and with STAC training
-    on the gymnasium backend of the same round.
+    With envpool installed, collection and STAC training run again in each of ``ENVPOOL_LAYOUTS``
+    and are compared with raw gymnasium and with STAC training on the gymnasium backend of the same
+    round.
     """
     raw = raw_gym_rate(env_id, frames)
     collect = collection_rate(env_id, frames, overrides)
     training = {algo: training_rate(env_id, algo, frames, overrides) for algo in ("stac", "ac")}
     sb3 = sb3_a2c_rate(env_id, frames)
     stac = training["stac"]["frames_per_second"]
-    envpool = importlib.util.find_spec("envpool") is not None
-    pool_collect = collection_rate(env_id, frames, [*overrides, *ENVPOOL]) if envpool else None
-    pool_stac = training_rate(env_id, "stac", frames, [*overrides, *ENVPOOL])["frames_per_second"] if envpool else None
-    return {
-        "rates": {
-            "raw_gymnasium_steps_per_s": raw,
-            "collection_frames_per_s": collect,
-            "stac_training_frames_per_s": stac,
-            "ac_training_frames_per_s": training["ac"]["frames_per_second"],
-            "sb3_a2c_training_frames_per_s": sb3,
-            "envpool_collection_frames_per_s": pool_collect,
-            "envpool_stac_training_frames_per_s": pool_stac,
-        },
-        "ratios": {
-            "collection_over_raw": collect / raw,
-            "stac_over_sb3_a2c": stac / sb3 if sb3 else None,
-            "stac_over_ac": stac / training["ac"]["frames_per_second"],
-            "envpool_collection_over_raw": pool_collect / raw if envpool else None,
-            "envpool_training_over_gymnasium": pool_stac / stac if envpool else None,
-        },
-        "phase_seconds": {algo: result["phase_seconds"] for algo, result in training.items()},
+    rates = {
+        "raw_gymnasium_steps_per_s": raw,
+        "collection_frames_per_s": collect,
+        "stac_training_frames_per_s": stac,
+        "ac_training_frames_per_s": training["ac"]["frames_per_second"],
+        "sb3_a2c_training_frames_per_s": sb3,
     }
+    ratios = {
+        "collection_over_raw": collect / raw,
+        "stac_over_sb3_a2c": stac / sb3 if sb3 else None,
+        "stac_over_ac": stac / training["ac"]["frames_per_second"],
+    }
+    envpool = importlib.util.find_spec("envpool") is not None
+    for name, layout in ENVPOOL_LAYOUTS.items():
+        pool_collect = pool_stac = None
+        if envpool:
+            pool_collect = collection_rate(env_id, frames, [*overrides, *layout])
+            pool_stac = training_rate(env_id, "stac", frames, [*overrides, *layout])["frames_per_second"]
+        rates[f"{name}_collection_frames_per_s"] = pool_collect
+        rates[f"{name}_stac_training_frames_per_s"] = pool_stac
+        ratios[f"{name}_collection_over_raw"] = pool_collect / raw if envpool else None
+        ratios[f"{name}_training_over_gymnasium"] = pool_stac / stac if envpool else None
+    phase_seconds = {algo: result["phase_seconds"] for algo, result in training.items()}
+    return {"rates": rates, "ratios": ratios, "phase_seconds": phase_seconds}
 
 
 def median_of(rounds: list[dict], field: str) -> dict:
@@ -181,11 +189,13 @@ def main() -> None:
         print(f"{algo} phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items()))
     print(f"collection / raw gymnasium: {ratios['collection_over_raw']:.2f} (target >= 0.7)")
     if ratios["envpool_collection_over_raw"] is not None:
-        print(f"envpool collection / raw gymnasium: {ratios['envpool_collection_over_raw']:.2f} (target >= 1.3)")
-        print(
-            f"envpool STAC training / gymnasium STAC training: {ratios['envpool_training_over_gymnasium']:.2f} "
-            "(target >= 1.3)"
-        )
+        for name, layout in ENVPOOL_LAYOUTS.items():
+            print(f"{name} ({' '.join(layout)}):")
+            print(f"  collection / raw gymnasium: {ratios[f'{name}_collection_over_raw']:.2f} (target >= 1.3)")
+            print(
+                f"  STAC training / gymnasium STAC training: {ratios[f'{name}_training_over_gymnasium']:.2f} "
+                "(target >= 1.3)"
+            )
     else:
         print("envpool rows: envpool not installed (pip install -e '.[envpool]')")
     if ratios["stac_over_sb3_a2c"] is not None:
@@ -200,6 +210,7 @@ def main() -> None:
         "overrides": args.overrides,
         "num_envs": int(layout.num_envs),
         "collector_workers": int(layout.collector_workers),
+        "envpool_layouts": ENVPOOL_LAYOUTS,
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
         "torch": torch.__version__,
@@ -221,10 +232,11 @@ def readme_text(record: dict, rounds: int) -> str:
         if value is not None
     )
     ratios = ", ".join(f"{name.replace('_', ' ')} {value:.2f}" for name, value in record["ratios"].items() if value)
+    layouts = "; ".join(f"{name}: {' '.join(overrides)}" for name, overrides in record["envpool_layouts"].items())
     return (
         f"  {record['env']}, {record['frames']} frames per measurement, medians over {rounds} rounds, "
         f"{record['num_envs']} envs in {record['collector_workers']} collector process(es) on the gymnasium "
-        f"backend, torch {record['torch']}: {rates}. Ratios: {ratios}."
+        f"backend (envpool rows: {layouts}), torch {record['torch']}: {rates}. Ratios: {ratios}."
     )
 
 
