@@ -76,7 +76,7 @@ def check_envpool(env_id: str) -> None:
 
 
 class EnvPoolEnv(MultiThreadedEnv):
-    """TorchRL's envpool env (``MultiThreadedEnv``, envpool's C++ thread pool), with three fixes for
+    """TorchRL's envpool env (``MultiThreadedEnv``, envpool's C++ thread pool), with four fixes for
     torchrl 0.14.1 + envpool 1.2.5.
 
     * envpool 1.2.5 describes its spaces with gymnasium classes, while TorchRL converts them with the
@@ -86,6 +86,8 @@ class EnvPoolEnv(MultiThreadedEnv):
     * The wrapper returns its observation buffer itself as the step's output and later writes the
       partial resets of finished envs into that buffer, which overwrote the final ``next``
       observation of every finished episode: the wrapper keeps a copy instead.
+    * envpool takes int32 seeds (env ``i`` of the pool gets ``seed + i``), while TorchRL chains 32-bit
+      unsigned seeds across collector workers: seeds are folded into ``[0, 2**31 - num_envs)``.
     """
 
     def __init__(self, num_workers: int, env_name: str, **kwargs) -> None:
@@ -100,6 +102,9 @@ class EnvPoolEnv(MultiThreadedEnv):
         self.done_spec = Composite(
             done=flag, terminated=flag.clone(), truncated=flag.clone(), shape=self.batch_size, device=self.device
         )
+
+    def _set_seed(self, seed: int | None) -> None:
+        super()._set_seed(None if seed is None else seed % (2**31 - self.num_workers))
 
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
         if tensordict is not None and "_reset" in tensordict.keys():  # [num_envs, 1] -> the wrapper's [num_envs]

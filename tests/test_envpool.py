@@ -60,6 +60,21 @@ def test_episodes_end_with_their_own_final_observation_and_restart():
 
 
 @needs_envpool
+def test_seeds_beyond_int32_are_folded_deterministically():
+    from envs import make_env
+
+    env = make_env("Hopper-v4", 4, backend="envpool")
+    first = [env.set_seed(seed) for seed in (0, 2**32 - 7)]  # collector workers chain 32-bit unsigned seeds
+    observations = []
+    for seed in (2**32 - 7, 2**32 - 7, 0):
+        env.set_seed(seed)
+        observations.append(env.reset()["observation"])
+    assert all(isinstance(value, int) for value in first)
+    assert torch.equal(observations[0], observations[1])
+    assert not torch.equal(observations[0], observations[2])
+
+
+@needs_envpool
 def test_recipe_trains_on_envpool(tmp_path):
     result = run_recipe(tmp_path, "total_frames=4000", "num_envs=8", "critic_steps=2", "eval_episodes=1")
     assert result.returncode == 0, result.stderr[-2000:]
