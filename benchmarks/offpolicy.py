@@ -41,6 +41,8 @@ VARIANTS = {  # name → the recipe's algo and leader
     "stsac_actor": {"algo": "stsac", "leader": "actor"},
     "stsac_critic": {"algo": "stsac", "leader": "critic"},
 }
+MATRIX_ENVS = "Hopper-v4,HalfCheetah-v4"  # the benchmark's matrix: these envs x VARIANTS x MATRIX_SEEDS
+MATRIX_SEEDS = "0-2"
 DIAGNOSTICS = ("correction_ratio", "cosine_partial_total", "nonpositive_curvature", "solver_iterations")
 
 
@@ -153,6 +155,19 @@ def load_groups() -> dict[str, list[dict]]:
     return groups
 
 
+def matrix_progress() -> str:
+    """How many of the matrix's runs have result files, and which are missing."""
+    planned = [
+        run_name(env, variant, seed, "")
+        for env in MATRIX_ENVS.split(",")
+        for variant in VARIANTS
+        for seed in parse_seeds(MATRIX_SEEDS)
+    ]
+    missing = [name for name in planned if not (RESULTS / f"{name}.json").exists()]
+    line = f"Matrix: {len(planned) - len(missing)} of {len(planned)} runs have result files"
+    return f"{line}; still running or to run: {', '.join(missing)}." if missing else f"{line}."
+
+
 def command_aggregate(args) -> None:
     groups = load_groups()
     if not groups:
@@ -176,6 +191,8 @@ def command_aggregate(args) -> None:
         "(the recipe's defaults); `sb3_sac`: Stable-Baselines3's SAC at the same budget. Deterministic evaluation",
         "every 5k frames over 5 episodes. Statistics with rliable (`benchmarks/stats.py`).",
         "",
+        matrix_progress(),
+        "",
         *rows,
         "",
         "![off-policy learning curves](results/offpolicy.png)",
@@ -189,7 +206,7 @@ def command_aggregate(args) -> None:
         "Stackelberg diagnostics per batch (mean over seeds): ![diagnostics](results/offpolicy_diagnostics.png)",
     ]
     replace_section(ROOT / "benchmarks" / "RESULTS.md", "offpolicy", "\n".join(text))
-    readme = [*rows, "", *(verdicts or ["- no STSAC/SAC pair with results yet"])]
+    readme = [matrix_progress(), "", *rows, "", *(verdicts or ["- no STSAC/SAC pair with results yet"])]
     replace_section(ROOT / "README.md", "offpolicy_results", "\n".join(readme))
     print(f"wrote {out / 'offpolicy_summary.json'}, offpolicy*.png and the off-policy section of RESULTS.md")
 
@@ -225,9 +242,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train (or resume) the missing runs")
-    run.add_argument("--envs", default="Hopper-v4,HalfCheetah-v4")
+    run.add_argument("--envs", default=MATRIX_ENVS)
     run.add_argument("--variants", default="sac,stsac_actor,stsac_critic", help=f"among {list(VARIANTS)}")
-    run.add_argument("--seeds", default="0-2", help="e.g. 0-2 or 0,3")
+    run.add_argument("--seeds", default=MATRIX_SEEDS, help="e.g. 0-2 or 0,3")
     run.add_argument("--jobs", type=int, default=2, help="parallel runs on the joblib launcher (one thread each)")
     run.add_argument("--launcher", default="joblib", help="Hydra launcher: joblib, submitit_slurm, ray, basic")
     run.add_argument("--tag", default="", help="variant name for runs with extra overrides")
