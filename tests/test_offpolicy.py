@@ -365,3 +365,74 @@ def test_td3_critic_leader_is_the_exact_derivative_at_the_actors_best_response()
     theta_grad, w_grad, _ = library_gradients(loss, td, leader="critic", solver="dense")
     torch.testing.assert_close(w_grad, exact, rtol=1e-7, atol=1e-9)
     assert theta_grad.abs().max() < 1e-9
+
+
+def test_plain_sac_losses_and_gradients_equal_torchrl_sacloss():
+    """With a near-zero policy scale (ã = tanh(loc)) and a negligible α both implementations are
+    deterministic, so our f_A, f_C and their gradients must equal TorchRL's ``SACLoss`` (l2 loss, TD(0))."""
+    from torchrl.modules import MLP, ValueOperator
+    from torchrl.objectives import SACLoss
+
+    obs_dim, act_dim, batch = 4, 2, 64
+
+    class LocAndTinyScale(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = MLP(in_features=obs_dim, out_features=act_dim, num_cells=[16])
+
+        def forward(self, observation):
+            loc = self.net(observation)
+            return loc, torch.full_like(loc, 1e-6)
+
+    def q_network():
+        mlp = MLP(in_features=obs_dim + act_dim, out_features=1, num_cells=[16])
+        return ValueOperator(mlp, in_keys=["observation", "action"])
+
+    torch.manual_seed(0)
+    actor = ProbabilisticActor(
+        TensorDictModule(LocAndTinyScale(), ["observation"], ["loc", "scale"]),
+        in_keys=["loc", "scale"],
+        distribution_class=TanhNormal,
+        distribution_kwargs={"low": -torch.ones(act_dim), "high": torch.ones(act_dim)},
+    )
+    reference = SACLoss(
+        actor,
+        q_network(),
+        num_qvalue_nets=2,
+        loss_function="l2",
+        alpha_init=1e-8,
+        fixed_alpha=True,
+        target_entropy=-float(act_dim),
+    )
+    reference.make_value_estimator(gamma=0.99)
+    twins = [q_network() for _ in range(2)]
+    with torch.no_grad():
+        for index, network in enumerate(twins):  # the same twin weights as TorchRL's stacked copies
+            TensorDict.from_module(network).data.copy_(reference.qvalue_network_params[index].data)
+    ours = StackelbergSACLoss(actor, twins, gamma=0.99, alpha_init=1e-8, fixed_alpha=True)
+    terminated = torch.rand(batch, 1) < 0.2
+    td = TensorDict(
+        {
+            "observation": torch.randn(batch, obs_dim),
+            "action": torch.rand(batch, act_dim) * 2 - 1,
+            "next": {
+                "observation": torch.randn(batch, obs_dim),
+                "reward": torch.randn(batch, 1),
+                "terminated": terminated,
+                "done": terminated.clone(),
+            },
+        },
+        [batch],
+    )
+    expected, got = reference(td.clone()), ours(td.clone())
+    assert got["loss_qvalue"].item() > 0.1 and terminated.any() and not terminated.all()
+    for key in ("loss_actor", "loss_qvalue"):
+        torch.testing.assert_close(got[key], expected[key], rtol=1e-5, atol=1e-5)
+    actor_grads = torch.autograd.grad(got["loss_actor"], ours.actor_params)
+    expected_actor_grads = torch.autograd.grad(expected["loss_actor"], ours.actor_params)
+    torch.testing.assert_close(actor_grads, expected_actor_grads, rtol=1e-4, atol=1e-6)
+    critic_grads = torch.autograd.grad(got["loss_qvalue"], ours.critic_params)
+    stacked = list(reference.qvalue_network_params.values(True, True))
+    expected_critic = torch.autograd.grad(expected["loss_qvalue"], stacked)
+    for ours_per_net, index in ((critic_grads[: len(stacked)], 0), (critic_grads[len(stacked) :], 1)):
+        torch.testing.assert_close(list(ours_per_net), [g[index] for g in expected_critic], rtol=1e-4, atol=1e-6)
