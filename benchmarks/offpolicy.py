@@ -176,6 +176,7 @@ def command_aggregate(args) -> None:
     rows = table_rows(summary)
     print("\n".join(rows))
     verdicts = pair_verdicts(summary, "sac", "stsac", ("STSAC", "SAC"))
+    progress = matrix_progress()
     out = ROOT / "benchmarks" / "results"
     (out / "offpolicy_summary.json").write_text(json.dumps(summary, indent=1))
     envs = sorted({key.split("/")[0] for key in summary})
@@ -191,7 +192,7 @@ def command_aggregate(args) -> None:
         "(the recipe's defaults); `sb3_sac`: Stable-Baselines3's SAC at the same budget. Deterministic evaluation",
         "every 5k frames over 5 episodes. Statistics with rliable (`benchmarks/stats.py`).",
         "",
-        matrix_progress(),
+        progress,
         "",
         *rows,
         "",
@@ -206,7 +207,7 @@ def command_aggregate(args) -> None:
         "Stackelberg diagnostics per batch (mean over seeds): ![diagnostics](results/offpolicy_diagnostics.png)",
     ]
     replace_section(ROOT / "benchmarks" / "RESULTS.md", "offpolicy", "\n".join(text))
-    readme = [matrix_progress(), "", *rows, "", *(verdicts or ["- no STSAC/SAC pair with results yet"])]
+    readme = [progress, "", *rows, "", *(verdicts or ["- no STSAC/SAC pair with results yet"])]
     replace_section(ROOT / "README.md", "offpolicy_results", "\n".join(readme))
     print(f"wrote {out / 'offpolicy_summary.json'}, offpolicy*.png and the off-policy section of RESULTS.md")
 
