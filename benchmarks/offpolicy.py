@@ -9,7 +9,8 @@
 ``submitit_slurm`` or ``ray`` on a cluster), one thread per run, in ``benchmarks/runs/offpolicy/<run>/``
 (not committed); a run killed midway resumes from its last checkpoint (replay buffer included) on
 the next ``run``. A finished run writes ``benchmarks/results/offpolicy/<run>.json`` (config,
-evaluation curve, wall time, the Stackelberg diagnostics per batch) and is skipped from then on.
+evaluation curve, wall time, the Stackelberg diagnostics per batch) within a minute, while the
+sweep goes on, and is skipped from then on.
 ``sb3`` trains Stable-Baselines3's SAC with its defaults at the same budget and evaluation grid
 (checkpointed with its replay buffer, resumable) into the same directory, as the reference that
 plain ``sac`` must match; ``sb3 --schedule recipe`` trains it on the recipe's schedule instead (its
@@ -26,12 +27,13 @@ import argparse
 import csv
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
 from report import replace_section
 from sample_efficiency import parse_seeds
 from stats import pair_verdicts, plot_aggregates, plot_curves, summarize, table_rows
-from sweep import eval_curve, finished, launch, log_tail, write_json
+from sweep import completed, eval_curve, finished, launch, log_tail, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "offpolicy"
@@ -92,11 +94,17 @@ def command_run(args) -> None:
         return
     common = [f"total_frames={args.frames}", "threads=1", "logger=csv", *EVAL, *args.overrides]
     RUNS.mkdir(parents=True, exist_ok=True)
-    result = launch("stsac_mujoco.py", "config_stsac", runs, RUNS, common, args.launcher, args.jobs)
-    for name, job in jobs.items():
-        if finished(RUNS / name, args.frames):
-            print(write_result(name, job, common), flush=True)
-        else:
+
+    def write_results(ready) -> None:  # each run's result file once ``ready`` (completed, then finished)
+        for name, job in jobs.items():
+            if not (RESULTS / f"{name}.json").exists() and ready(RUNS / name, args.frames):
+                print(write_result(name, job, common), flush=True)
+
+    poll = partial(write_results, completed)
+    result = launch("stsac_mujoco.py", "config_stsac", runs, RUNS, common, args.launcher, args.jobs, poll)
+    write_results(finished)
+    for name in jobs:
+        if not (RESULTS / f"{name}.json").exists():
             print(f"{name}: not finished (run again to resume it)", flush=True)
     if result.returncode != 0:
         sys.exit(f"error: the sweep failed; the end of {RUNS / 'sweep.log'}:\n{log_tail(RUNS)}")

@@ -19,13 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from report import replace_section
 from stats import compare, curve_band, curves, improvement_line, plot_aggregates, summarize, verdict
-from sweep import eval_curve, finished, launch, log_tail, settings, write_json
+from sweep import completed, eval_curve, finished, launch, log_tail, settings, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "sample_efficiency"
@@ -110,6 +111,13 @@ def command_run(args) -> None:
     ]
     print(f"{len(jobs)} runs to do on the {args.launcher} launcher ({args.jobs} at a time with joblib)", flush=True)
     RUNS.mkdir(parents=True, exist_ok=True)
+
+    def write_results(ready) -> None:  # each run's result file once ``ready`` (completed, then finished)
+        for cell, algo, k, seed in jobs:
+            frames = settings(CELLS[cell][1])["total_frames"]
+            if not result_path(cell, algo, k, seed).exists() and ready(RUNS / run_name(cell, algo, k, seed), frames):
+                print(write_result(cell, algo, k, seed), flush=True)
+
     failed = False
     for preset in sorted({CELLS[cell][0] for cell, *_ in jobs}):
         runs = {
@@ -124,12 +132,12 @@ def command_run(args) -> None:
         }
         # one process per run (collector_workers=1): the launcher's parallel jobs use the cores
         common = ["threads=1", "collector_workers=1", "logger=csv", *args.overrides]
-        failed |= launch("stac_mujoco.py", preset, runs, RUNS, common, args.launcher, args.jobs).returncode != 0
+        poll = partial(write_results, completed)
+        result = launch("stac_mujoco.py", preset, runs, RUNS, common, args.launcher, args.jobs, poll)
+        failed |= result.returncode != 0
+    write_results(finished)
     for cell, algo, k, seed in jobs:
-        run_dir = RUNS / run_name(cell, algo, k, seed)
-        if finished(run_dir, settings(CELLS[cell][1])["total_frames"]):
-            print(write_result(cell, algo, k, seed), flush=True)
-        else:
+        if not result_path(cell, algo, k, seed).exists():
             print(f"{cell} {algo} k={k} seed={seed}: not finished (run again to resume it)", flush=True)
     if failed:
         sys.exit(f"error: a sweep failed; the end of {RUNS / 'sweep.log'}:\n{log_tail(RUNS)}")

@@ -15,6 +15,7 @@ import csv
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +33,14 @@ def launch(
     overrides: list[str],
     launcher: str = "joblib",
     jobs: int = 2,
+    on_poll: Callable[[], None] | None = None,
+    poll_seconds: float = 60.0,
 ) -> subprocess.CompletedProcess:
     """Train ``runs`` (name → settings) with ``recipes/<recipe>`` as one multirun into ``sweep_dir``.
 
     ``overrides`` apply to every run; the multirun's output goes to ``<sweep dir>/sweep.log``.
+    ``on_poll`` is called every ``poll_seconds`` while the multirun trains (e.g. to write the result
+    files of the runs that have finished, so that they can be committed before the sweep ends).
     """
     options = Path(sweep_dir) / ".runs" / "bench_run"
     options.mkdir(parents=True, exist_ok=True)
@@ -58,7 +63,15 @@ def launch(
         *([f"hydra.launcher.n_jobs={jobs}"] if launcher == "joblib" else []),
     ]
     with open(Path(sweep_dir) / "sweep.log", "a") as log:
-        return subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, text=True)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True)
+        while True:
+            try:
+                process.wait(timeout=poll_seconds)
+                break
+            except subprocess.TimeoutExpired:
+                if on_poll is not None:
+                    on_poll()
+    return subprocess.CompletedProcess(command, process.returncode)
 
 
 def settings(overrides: list[str]) -> dict[str, Any]:
@@ -79,6 +92,12 @@ def finished(run_dir: Path, total_frames: int) -> bool:
     """Whether the run trained to ``total_frames`` (its newest checkpoint, ``frames_<N>.pt``, says so)."""
     saved = [int(path.stem.split("_")[1]) for path in (Path(run_dir) / "checkpoints").glob("frames_*.pt")]
     return max(saved, default=0) >= total_frames
+
+
+def completed(run_dir: Path, total_frames: int) -> bool:
+    """Finished, and its process is done with it: ``summary.json`` is written after the last checkpoint
+    and evaluation, so a run that is ``completed`` can be collected while the sweep goes on."""
+    return finished(run_dir, total_frames) and (Path(run_dir) / "summary.json").is_file()
 
 
 def write_json(path: Path, record: dict) -> None:

@@ -104,5 +104,7 @@ class RunTracker:
             "checkpoint": str(self.last_checkpoint),
             "phase_seconds": dict(self.timer.totals),
         }
-        (Path(run_dir) / "summary.json").write_text(json.dumps(summary, indent=1))
+        path = Path(run_dir) / "summary.json"
+        path.with_suffix(".tmp").write_text(json.dumps(summary, indent=1))
+        path.with_suffix(".tmp").replace(path)  # atomic: sweeps collect the run once this file exists
         return summary

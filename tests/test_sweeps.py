@@ -127,3 +127,29 @@ def test_offpolicy_driver_records_curves_and_stackelberg_diagnostics(tmp_path, m
         len(stsac["diagnostics"]["correction_ratio"]) == 4
     )  # a row per batch: the warm-up (40 frames) ends in the first
     assert sac["diagnostics"] == {}
+
+
+def test_launch_polls_while_the_sweep_runs_so_finished_runs_are_collected_before_it_ends(tmp_path):
+    import sweep
+
+    runs = {"first": {"seed": 0}, "second": {"seed": 1}}
+    seen = []  # at each poll: which runs were completed (last checkpoint and summary written)
+
+    def poll() -> None:
+        seen.append(tuple(sweep.completed(tmp_path / name, 2000) for name in runs))
+
+    common = [*TINY, "logger=csv"]
+    result = sweep.launch("stac_cartpole.py", "config_cartpole", runs, tmp_path, common, "joblib", 1, poll, 0.2)
+    assert result.returncode == 0, sweep.log_tail(tmp_path)
+    assert (True, False) in seen  # the first run was collectable while the second still trained
+    assert all(sweep.completed(tmp_path / name, 2000) for name in runs)
+
+
+def test_a_run_with_its_last_checkpoint_but_no_summary_is_finished_but_not_completed(tmp_path):
+    import sweep
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "frames_000000002000.pt").write_bytes(b"")
+    assert sweep.finished(tmp_path, 2000) and not sweep.completed(tmp_path, 2000)
+    (tmp_path / "summary.json").write_text("{}")
+    assert sweep.completed(tmp_path, 2000) and not sweep.completed(tmp_path, 4000)
