@@ -47,7 +47,13 @@ VARIANTS = {  # name → the recipe's algo and leader
 }
 MATRIX_ENVS = "Hopper-v4,HalfCheetah-v4"  # the benchmark's matrix: these envs x VARIANTS x MATRIX_SEEDS
 MATRIX_SEEDS = "0-2"
-DIAGNOSTICS = ("correction_ratio", "cosine_partial_total", "nonpositive_curvature", "solver_iterations")
+DIAGNOSTICS = (
+    "correction_ratio",
+    "cosine_partial_total",
+    "nonpositive_curvature",
+    "gauss_newton_fallback",
+    "solver_iterations",
+)
 
 
 def run_name(env: str, variant: str, seed: int, tag: str) -> str:
@@ -240,11 +246,42 @@ def command_aggregate(args) -> None:
         *(verdicts or ["- no STSAC/SAC pair with results yet"]),
         "",
         "Stackelberg diagnostics per batch (mean over seeds): ![diagnostics](results/offpolicy_diagnostics.png)",
+        "",
+        *diagnostics_table(groups),
     ]
     replace_section(ROOT / "benchmarks" / "RESULTS.md", "offpolicy", "\n".join(text))
     readme = [progress, "", *rows, "", *(verdicts or ["- no STSAC/SAC pair with results yet"])]
     replace_section(ROOT / "README.md", "offpolicy_results", "\n".join(readme))
     print(f"wrote {out / 'offpolicy_summary.json'}, offpolicy*.png and the off-policy section of RESULTS.md")
+
+
+def diagnostics_table(groups: dict[str, list[dict]]) -> list[str]:
+    """Markdown rows: each Stackelberg group's diagnostics over all its runs' batches, and over the
+    second half of training (per-batch values are means over that batch's corrected updates; the
+    curvature flag is the final solve's, so after a Gauss-Newton re-solve it is that solve's)."""
+    import numpy as np
+
+    rows = [
+        "| run group | seeds | frames | median correction ratio | median cosine(partial, total) "
+        "| corrections meeting non-positive curvature | corrections re-solved with Gauss-Newton | mean CG iterations |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for key, records in sorted(groups.items()):
+        series = [r["diagnostics"] for r in records if r.get("diagnostics", {}).get("correction_ratio")]
+        if not series:
+            continue
+        last = max(frames for d in series for frames, _ in d["correction_ratio"])
+        for label, start in (("all", 0), ("second half", last // 2)):
+            pooled = {name: [v for d in series for f, v in d.get(name, []) if f > start] for name in DIAGNOSTICS}
+            cells = [
+                f"{np.median(pooled['correction_ratio']):.3g}",
+                f"{np.median(pooled['cosine_partial_total']):.3f}",
+                f"{np.mean(pooled['nonpositive_curvature']):.2f}",
+                f"{np.mean(pooled['gauss_newton_fallback']):.2f}" if pooled["gauss_newton_fallback"] else "not logged",
+                f"{np.mean(pooled['solver_iterations']):.2f}",
+            ]
+            rows.append(f"| {key} | {len(series)} | {label} | " + " | ".join(cells) + " |")
+    return rows if len(rows) > 2 else []
 
 
 def plot_diagnostics(groups: dict[str, list[dict]], path: Path) -> None:

@@ -138,3 +138,28 @@ def test_throughput_medians_are_per_key_and_keep_missing_sb3():
     rounds = [{"ratios": {"collection_over_raw": r, "stac_over_sb3_a2c": None}} for r in (0.82, 0.56, 0.79)]
     medians = throughput.median_of(rounds, "ratios")
     assert medians == {"collection_over_raw": 0.79, "stac_over_sb3_a2c": None}
+
+
+def test_offpolicy_diagnostics_table_pools_seeds_and_splits_at_half_the_frames():
+    import offpolicy
+
+    def run(ratios: list[float], flags: list[float]) -> dict:
+        frames = [1000 * (i + 1) for i in range(len(ratios))]
+        diagnostics = {
+            "correction_ratio": list(zip(frames, ratios, strict=True)),
+            "cosine_partial_total": [(f, 0.5) for f in frames],
+            "nonpositive_curvature": list(zip(frames, flags, strict=True)),
+            "solver_iterations": [(f, 3.0) for f in frames],
+        }
+        return {"diagnostics": diagnostics}
+
+    groups = {
+        "Hopper-v4/stsac_critic": [run([1.0, 2.0, 3.0, 4.0], [0, 0, 1, 1]), run([5.0, 6.0, 7.0, 8.0], [0, 1, 1, 1])],
+        "Hopper-v4/sac": [{"diagnostics": {}}],  # no Stackelberg diagnostics: no row
+    }
+    rows = offpolicy.diagnostics_table(groups)
+    assert len(rows) == 4  # header, rule, "all" and "second half" of the one Stackelberg group
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows[2:]]
+    # all: median of 1..8 = 4.5, share of flags 5/8; second half (frames > 2000): median of 3,4,7,8 = 5.5, 4/4
+    assert cells[0] == ["Hopper-v4/stsac_critic", "2", "all", "4.5", "0.500", "0.62", "not logged", "3.00"]
+    assert cells[1] == ["Hopper-v4/stsac_critic", "2", "second half", "5.5", "0.500", "1.00", "not logged", "3.00"]
