@@ -33,7 +33,7 @@ from pathlib import Path
 from report import replace_section
 from sample_efficiency import parse_seeds
 from stats import pair_verdicts, plot_aggregates, plot_curves, summarize, table_rows
-from sweep import completed, eval_curve, finished, launch, log_tail, write_json
+from sweep import Result, collect, eval_curve, finished, launch, log_tail, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "offpolicy"
@@ -53,6 +53,8 @@ DIAGNOSTICS = (
     "nonpositive_curvature",
     "gauss_newton_fallback",
     "solver_iterations",
+    "hessian_eigenvalue_min",  # extreme Ritz values of the follower's Hessian (only with eigenvalue_steps > 0)
+    "hessian_eigenvalue_max",
 )
 
 
@@ -101,17 +103,15 @@ def command_run(args) -> None:
     common = [f"total_frames={args.frames}", "threads=1", "logger=csv", *EVAL, *args.overrides]
     RUNS.mkdir(parents=True, exist_ok=True)
 
-    def write_results(ready) -> None:  # each run's result file once ``ready`` (completed, then finished)
-        for name, job in jobs.items():
-            if not (RESULTS / f"{name}.json").exists() and ready(RUNS / name, args.frames):
-                print(write_result(name, job, common), flush=True)
-
-    poll = partial(write_results, completed)
-    result = launch("stsac_mujoco.py", "config_stsac", runs, RUNS, common, args.launcher, args.jobs, poll)
-    write_results(finished)
-    for name in jobs:
-        if not (RESULTS / f"{name}.json").exists():
-            print(f"{name}: not finished (run again to resume it)", flush=True)
+    results = {
+        name: Result(RESULTS / f"{name}.json", RUNS / name, args.frames, partial(write_result, name, job, common))
+        for name, job in jobs.items()
+    }
+    result = launch(
+        "stsac_mujoco.py", "config_stsac", runs, RUNS, common, args.launcher, args.jobs, partial(collect, results)
+    )
+    for name in collect(results, finished):
+        print(f"{name}: not finished (run again to resume it)", flush=True)
     if result.returncode != 0:
         sys.exit(f"error: the sweep failed; the end of {RUNS / 'sweep.log'}:\n{log_tail(RUNS)}")
 
@@ -263,8 +263,9 @@ def diagnostics_table(groups: dict[str, list[dict]]) -> list[str]:
 
     rows = [
         "| run group | seeds | frames | median correction ratio | median cosine(partial, total) "
-        "| corrections meeting non-positive curvature | corrections re-solved with Gauss-Newton | mean CG iterations |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| corrections meeting non-positive curvature | corrections re-solved with Gauss-Newton | mean CG iterations "
+        "| median follower-Hessian eigenvalue, min / max |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for key, records in sorted(groups.items()):
         series = [r["diagnostics"] for r in records if r.get("diagnostics", {}).get("correction_ratio")]
@@ -273,12 +274,14 @@ def diagnostics_table(groups: dict[str, list[dict]]) -> list[str]:
         last = max(frames for d in series for frames, _ in d["correction_ratio"])
         for label, start in (("all", 0), ("second half", last // 2)):
             pooled = {name: [v for d in series for f, v in d.get(name, []) if f > start] for name in DIAGNOSTICS}
+            low, high = pooled["hessian_eigenvalue_min"], pooled["hessian_eigenvalue_max"]
             cells = [
                 f"{np.median(pooled['correction_ratio']):.3g}",
                 f"{np.median(pooled['cosine_partial_total']):.3f}",
                 f"{np.mean(pooled['nonpositive_curvature']):.2f}",
                 f"{np.mean(pooled['gauss_newton_fallback']):.2f}" if pooled["gauss_newton_fallback"] else "not logged",
                 f"{np.mean(pooled['solver_iterations']):.2f}",
+                f"{np.median(low):.3g} / {np.median(high):.3g}" if low else "not logged",
             ]
             rows.append(f"| {key} | {len(series)} | {label} | " + " | ".join(cells) + " |")
     return rows if len(rows) > 2 else []
@@ -304,6 +307,8 @@ def plot_diagnostics(groups: dict[str, list[dict]], path: Path) -> None:
         ax.set_xlabel("frames")
         if name == "correction_ratio":
             ax.set_yscale("log")
+        if name.startswith("hessian_eigenvalue"):
+            ax.set_yscale("symlog")
         if ax.lines:
             ax.legend(fontsize=6)
     fig.tight_layout()

@@ -30,7 +30,7 @@ import numpy as np
 from report import replace_section
 from sample_efficiency import parse_seeds
 from stats import pair_verdicts, plot_aggregates, plot_curves, summarize, table_rows
-from sweep import completed, eval_curve, finished, launch, log_tail, write_json
+from sweep import Result, collect, eval_curve, finished, launch, log_tail, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "ppo"
@@ -87,17 +87,20 @@ def command_run(args) -> None:
     common = ["objective=ppo", "threads=1", "logger=csv", *EVAL, *args.overrides]
     RUNS.mkdir(parents=True, exist_ok=True)
 
-    def write_results(ready) -> None:  # each run's result file once ``ready`` (completed, then finished)
-        for name, job in runs.items():
-            if not (RESULTS / f"{name}.json").exists() and ready(RUNS / name, args.frames):
-                print(write_result(name, {**job, "tag": args.tag}, list(args.overrides)), flush=True)
-
-    poll = partial(write_results, completed)
-    result = launch("stac_mujoco.py", "config_mujoco", runs, RUNS, common, args.launcher, args.jobs, poll)
-    write_results(finished)
-    for name in runs:
-        if not (RESULTS / f"{name}.json").exists():
-            print(f"{name}: not finished (run again to resume it)", flush=True)
+    results = {
+        name: Result(
+            RESULTS / f"{name}.json",
+            RUNS / name,
+            args.frames,
+            partial(write_result, name, {**job, "tag": args.tag}, list(args.overrides)),
+        )
+        for name, job in runs.items()
+    }
+    result = launch(
+        "stac_mujoco.py", "config_mujoco", runs, RUNS, common, args.launcher, args.jobs, partial(collect, results)
+    )
+    for name in collect(results, finished):
+        print(f"{name}: not finished (run again to resume it)", flush=True)
     if result.returncode != 0:
         sys.exit(f"error: the sweep failed; the end of {RUNS / 'sweep.log'}:\n{log_tail(RUNS)}")
 

@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 
 from report import replace_section
 from stats import compare, curve_band, curves, improvement_line, plot_aggregates, summarize, verdict
-from sweep import completed, eval_curve, finished, launch, log_tail, settings, write_json
+from sweep import Result, collect, eval_curve, finished, launch, log_tail, settings, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "sample_efficiency"
@@ -112,12 +112,15 @@ def command_run(args) -> None:
     print(f"{len(jobs)} runs to do on the {args.launcher} launcher ({args.jobs} at a time with joblib)", flush=True)
     RUNS.mkdir(parents=True, exist_ok=True)
 
-    def write_results(ready) -> None:  # each run's result file once ``ready`` (completed, then finished)
-        for cell, algo, k, seed in jobs:
-            frames = settings(CELLS[cell][1])["total_frames"]
-            if not result_path(cell, algo, k, seed).exists() and ready(RUNS / run_name(cell, algo, k, seed), frames):
-                print(write_result(cell, algo, k, seed), flush=True)
-
+    results = {
+        run_name(cell, algo, k, seed): Result(
+            result_path(cell, algo, k, seed),
+            RUNS / run_name(cell, algo, k, seed),
+            settings(CELLS[cell][1])["total_frames"],
+            partial(write_result, cell, algo, k, seed),
+        )
+        for cell, algo, k, seed in jobs
+    }
     failed = False
     for preset in sorted({CELLS[cell][0] for cell, *_ in jobs}):
         runs = {
@@ -132,13 +135,12 @@ def command_run(args) -> None:
         }
         # one process per run (collector_workers=1): the launcher's parallel jobs use the cores
         common = ["threads=1", "collector_workers=1", "logger=csv", *args.overrides]
-        poll = partial(write_results, completed)
-        result = launch("stac_mujoco.py", preset, runs, RUNS, common, args.launcher, args.jobs, poll)
+        result = launch(
+            "stac_mujoco.py", preset, runs, RUNS, common, args.launcher, args.jobs, partial(collect, results)
+        )
         failed |= result.returncode != 0
-    write_results(finished)
-    for cell, algo, k, seed in jobs:
-        if not result_path(cell, algo, k, seed).exists():
-            print(f"{cell} {algo} k={k} seed={seed}: not finished (run again to resume it)", flush=True)
+    for name in collect(results, finished):
+        print(f"{name}: not finished (run again to resume it)", flush=True)
     if failed:
         sys.exit(f"error: a sweep failed; the end of {RUNS / 'sweep.log'}:\n{log_tail(RUNS)}")
 

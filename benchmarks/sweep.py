@@ -15,7 +15,8 @@ import csv
 import json
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,33 @@ def completed(run_dir: Path, total_frames: int) -> bool:
     """Finished, and its process is done with it: ``summary.json`` is written after the last checkpoint
     and evaluation, so a run that is ``completed`` can be collected while the sweep goes on."""
     return finished(run_dir, total_frames) and (Path(run_dir) / "summary.json").is_file()
+
+
+@dataclass(frozen=True)
+class Result:
+    """A run's result file, and how to write it once the run is done."""
+
+    path: Path  # the result file
+    run_dir: Path
+    total_frames: int
+    write: Callable[[], str]  # writes ``path`` from ``run_dir``; returns a one-line summary
+
+
+def collect(results: Mapping[str, Result], ready: Callable[[Path, int], bool] = completed) -> list[str]:
+    """Write the result file of each run that is ``ready`` and has none yet; return the names still without one.
+
+    Pass it to :func:`launch` as ``on_poll`` (``ready=completed``: the run's process is done with it),
+    and call it with ``ready=finished`` once the sweep has ended.
+    """
+    missing = []
+    for name, result in results.items():
+        if result.path.exists():
+            continue
+        if ready(result.run_dir, result.total_frames):
+            print(result.write(), flush=True)
+        else:
+            missing.append(name)
+    return missing
 
 
 def write_json(path: Path, record: dict) -> None:

@@ -143,7 +143,7 @@ def test_throughput_medians_are_per_key_and_keep_missing_sb3():
 def test_offpolicy_diagnostics_table_pools_seeds_and_splits_at_half_the_frames():
     import offpolicy
 
-    def run(ratios: list[float], flags: list[float]) -> dict:
+    def run(ratios: list[float], flags: list[float], eigenvalues: bool = False) -> dict:
         frames = [1000 * (i + 1) for i in range(len(ratios))]
         diagnostics = {
             "correction_ratio": list(zip(frames, ratios, strict=True)),
@@ -151,15 +151,23 @@ def test_offpolicy_diagnostics_table_pools_seeds_and_splits_at_half_the_frames()
             "nonpositive_curvature": list(zip(frames, flags, strict=True)),
             "solver_iterations": [(f, 3.0) for f in frames],
         }
+        if eigenvalues:  # a run with eigenvalue_steps > 0: min = -ratio, max = 10 x ratio
+            diagnostics["hessian_eigenvalue_min"] = [(f, -r) for f, r in zip(frames, ratios, strict=True)]
+            diagnostics["hessian_eigenvalue_max"] = [(f, 10 * r) for f, r in zip(frames, ratios, strict=True)]
         return {"diagnostics": diagnostics}
 
     groups = {
         "Hopper-v4/stsac_critic": [run([1.0, 2.0, 3.0, 4.0], [0, 0, 1, 1]), run([5.0, 6.0, 7.0, 8.0], [0, 1, 1, 1])],
         "Hopper-v4/sac": [{"diagnostics": {}}],  # no Stackelberg diagnostics: no row
+        "Hopper-v4/stsac_actor_eig": [run([1.0, 2.0, 3.0, 4.0], [0, 0, 0, 0], eigenvalues=True)],
     }
     rows = offpolicy.diagnostics_table(groups)
-    assert len(rows) == 4  # header, rule, "all" and "second half" of the one Stackelberg group
+    assert len(rows) == 6  # header, rule, "all" and "second half" of the two Stackelberg groups
     cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows[2:]]
     # all: median of 1..8 = 4.5, share of flags 5/8; second half (frames > 2000): median of 3,4,7,8 = 5.5, 4/4
-    assert cells[0] == ["Hopper-v4/stsac_critic", "2", "all", "4.5", "0.500", "0.62", "not logged", "3.00"]
-    assert cells[1] == ["Hopper-v4/stsac_critic", "2", "second half", "5.5", "0.500", "1.00", "not logged", "3.00"]
+    eig = "Hopper-v4/stsac_actor_eig"
+    assert cells[0] == [eig, "1", "all", "2.5", "0.500", "0.00", "not logged", "3.00", "-2.5 / 25"]
+    assert cells[1][2:4] == ["second half", "3.5"] and cells[1][-1] == "-3.5 / 35"
+    critic = "Hopper-v4/stsac_critic"
+    assert cells[2] == [critic, "2", "all", "4.5", "0.500", "0.62", "not logged", "3.00", "not logged"]
+    assert cells[3][:4] == ["Hopper-v4/stsac_critic", "2", "second half", "5.5"] and cells[3][5] == "1.00"

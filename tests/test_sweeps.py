@@ -153,3 +153,36 @@ def test_a_run_with_its_last_checkpoint_but_no_summary_is_finished_but_not_compl
     assert sweep.finished(tmp_path, 2000) and not sweep.completed(tmp_path, 2000)
     (tmp_path / "summary.json").write_text("{}")
     assert sweep.completed(tmp_path, 2000) and not sweep.completed(tmp_path, 4000)
+
+
+def test_collect_writes_only_the_missing_result_files_of_ready_runs_and_names_the_rest(tmp_path, capsys):
+    import sweep
+
+    def run_dir(name: str, checkpoint_frames: int, summary: bool) -> Path:
+        (tmp_path / name / "checkpoints").mkdir(parents=True)
+        (tmp_path / name / "checkpoints" / f"frames_{checkpoint_frames:012d}.pt").write_bytes(b"")
+        if summary:
+            (tmp_path / name / "summary.json").write_text("{}")
+        return tmp_path / name
+
+    written = []
+
+    def result(name: str, checkpoint_frames: int, summary: bool) -> sweep.Result:
+        def write() -> str:
+            written.append(name)
+            sweep.write_json(tmp_path / f"{name}.json", {})
+            return f"{name}: written"
+
+        return sweep.Result(tmp_path / f"{name}.json", run_dir(name, checkpoint_frames, summary), 2000, write)
+
+    results = {
+        "done": result("done", 2000, summary=True),
+        "midway": result("midway", 1000, summary=True),
+        "saving": result("saving", 2000, summary=False),  # last checkpoint written, process not done
+        "collected": result("collected", 2000, summary=True),
+    }
+    sweep.write_json(tmp_path / "collected.json", {"kept": True})
+    assert sweep.collect(results) == ["midway", "saving"] and written == ["done"]
+    assert sweep.collect(results, sweep.finished) == ["midway"] and written == ["done", "saving"]
+    assert json.loads((tmp_path / "collected.json").read_text()) == {"kept": True}
+    assert capsys.readouterr().out.splitlines() == ["done: written", "saving: written"]
