@@ -207,6 +207,17 @@ def matrix_progress() -> str:
     return f"{line}; still running or to run: {', '.join(missing)}." if missing else f"{line}."
 
 
+def tagged_variants(groups: dict[str, list[dict]]) -> list[str]:
+    """Markdown items: each tagged group (``<variant>_<tag>``) and the recipe overrides that set it apart."""
+    shared = ("total_frames=", "threads=", "logger=", "eval_interval=", "eval_episodes=", "checkpoint_interval=")
+    lines = []
+    for key, records in sorted(groups.items()):
+        if records[0]["tag"]:
+            extra = [o for o in records[0]["overrides"] if not o.startswith(shared)]
+            lines.append(f"- `{key}` ({len(records)} seed(s)): `{' '.join(extra)}`")
+    return lines
+
+
 def command_aggregate(args) -> None:
     groups = load_groups()
     if not groups:
@@ -232,6 +243,9 @@ def command_aggregate(args) -> None:
         "defaults: 100 random steps, then one update after every step); `sb3_sac_recipe_schedule`: SB3's SAC on",
         "the recipe's schedule (10k random steps at this budget, then 1000 steps and 1000 updates in turn).",
         "Deterministic evaluation every 5k frames over 5 episodes. Statistics with rliable (`benchmarks/stats.py`).",
+        "Tagged variants are tries outside the matrix, the recipe's defaults plus these overrides:",
+        "",
+        *(tagged_variants(groups) or ["- none"]),
         "",
         progress,
         "",

@@ -171,3 +171,14 @@ def test_offpolicy_diagnostics_table_pools_seeds_and_splits_at_half_the_frames()
     critic = "Hopper-v4/stsac_critic"
     assert cells[2] == [critic, "2", "all", "4.5", "0.500", "0.62", "not logged", "3.00", "not logged"]
     assert cells[3][:4] == ["Hopper-v4/stsac_critic", "2", "second half", "5.5"] and cells[3][5] == "1.00"
+
+
+def test_offpolicy_tagged_variants_list_only_the_overrides_that_set_them_apart():
+    import offpolicy
+
+    shared = ["total_frames=100000", "threads=1", "logger=csv", "eval_interval=5000", "checkpoint_interval=10000"]
+    groups = {
+        "Hopper-v4/sac": [{"tag": "", "overrides": shared}],
+        "Hopper-v4/stsac_actor_lam": [{"tag": "lam", "overrides": [*shared, "regularization=100"]}] * 2,
+    }
+    assert offpolicy.tagged_variants(groups) == ["- `Hopper-v4/stsac_actor_lam` (2 seed(s)): `regularization=100`"]
