@@ -68,8 +68,11 @@ def orthogonal(net: nn.Module, gain: float) -> nn.Module:
     return net
 
 
-def make_sac_models(env: EnvBase, cells: list[int], device: str) -> tuple[ProbabilisticActor, list[ValueOperator]]:
-    """TorchRL's SAC networks: a ReLU MLP TanhNormal actor and twin Q critics on (observation, action)."""
+def make_sac_models(
+    env: EnvBase, cells: list[int], device: str, scale_lb: float = 1e-4
+) -> tuple[ProbabilisticActor, list[ValueOperator]]:
+    """TorchRL's SAC networks: a ReLU MLP TanhNormal actor (pre-tanh scale >= ``scale_lb``) and twin
+    Q critics on (observation, action)."""
     obs_dim = env.observation_spec["observation"].shape[-1]
     action_spec = env.action_spec_unbatched
     if isinstance(action_spec, OneHot | Categorical):
@@ -77,7 +80,7 @@ def make_sac_models(env: EnvBase, cells: list[int], device: str) -> tuple[Probab
     act_dim = action_spec.shape[-1]
     net = nn.Sequential(
         MLP(in_features=obs_dim, out_features=2 * act_dim, num_cells=list(cells), activation_class=nn.ReLU),
-        NormalParamExtractor(),
+        NormalParamExtractor(scale_lb=scale_lb),
     )
     actor = ProbabilisticActor(
         TensorDictModule(net, ["observation"], ["loc", "scale"]),

@@ -89,7 +89,9 @@ def make_sac(
     cfg: DictConfig, actor: ProbabilisticActor, critics: list[ValueOperator]
 ) -> tuple[StackelbergSACLoss, StackelbergUpdate | None]:
     """SAC's two players and, for algo=stsac, the Stackelberg update with the configured leader."""
-    loss = StackelbergSACLoss(actor, critics, gamma=cfg.gamma, alpha_init=cfg.alpha_init)
+    loss = StackelbergSACLoss(
+        actor, critics, gamma=cfg.gamma, alpha_init=cfg.alpha_init, fixed_alpha=cfg.fixed_alpha
+    )
     if cfg.algo == "sac":
         return loss, None
     update = StackelbergUpdate(

@@ -109,6 +109,9 @@ class StsacConfig:
     critic_lr: float = _key(3e-4, above=0.0)
     alpha_lr: float = _key(3e-4, above=0.0)
     alpha_init: float = _key(1.0, above=0.0)
+    fixed_alpha: bool = False  # keep α at alpha_init (no temperature loss)
+    scale_lb: float = _key(1e-4, above=0.0)  # the actor's smallest standard deviation (before tanh)
+    update_order: str = _key("joint", choices=("joint", "critic_first"))  # critic_first: algo=sac, SB3's order
     gamma: float = _key(0.99, low=0.0, high=1.0)
     tau: float = _key(0.005, above=0.0, high=1.0)  # target networks: Q̄ ← (1 − τ) Q̄ + τ Q per update
     regularization: float = _key(1.0, low=0.0)  # λ
@@ -220,6 +223,8 @@ def validate(cfg: DictConfig) -> None:
     check_device(cfg.device)
     if schema is StacConfig:
         _check_training_rules(cfg)
+    if schema is StsacConfig and cfg.update_order == "critic_first" and cfg.algo != "sac":
+        raise ConfigError("update_order=critic_first is a plain-SAC option: use algo=sac (or update_order=joint).")
     if schema is StsacConfig and cfg.leader == "critic" and cfg.hessian == "gauss_newton":
         raise ConfigError("leader=critic inverts the actor's Hessian, which has no Gauss-Newton form: hessian=exact.")
 

@@ -38,6 +38,20 @@ from schema import validate
 from torchrl_stac import plain_gradients
 
 
+def critic_first_step(loss, minibatch, critic_opt) -> dict[str, torch.Tensor]:
+    """Step the critics on their loss first, then set the actor's and α's gradients with the stepped critics."""
+    loss.draw_noise(minibatch)
+    loss_qvalue = loss.qvalue_loss(minibatch)
+    critic_opt.zero_grad(set_to_none=True)
+    loss_qvalue.backward(inputs=loss.critic_params)
+    critic_opt.step()
+    critic_opt.zero_grad(set_to_none=True)
+    losses = plain_gradients(loss, minibatch)
+    for param in loss.critic_params:  # the critics stepped already
+        param.grad = None
+    return {"loss_qvalue": loss_qvalue.detach(), "loss_actor": losses["loss_actor"]}
+
+
 def train(cfg: DictConfig, run_dir: Path | None) -> dict[str, Any]:
     """Train as configured into ``run_dir`` (or, with ``resume=``, the resumed run's directory)."""
     # ---- check everything before building anything
@@ -53,7 +67,7 @@ def train(cfg: DictConfig, run_dir: Path | None) -> dict[str, Any]:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     eval_env = make_env(cfg.env, 1, cfg.device)
-    actor, critics = make_sac_models(eval_env, cfg.num_cells, cfg.device)
+    actor, critics = make_sac_models(eval_env, cfg.num_cells, cfg.device, cfg.scale_lb)
     loss, stackelberg = make_sac(cfg, actor, critics)
     actor_opt = make_optimizer("adam", loss.actor_params, cfg.actor_lr)
     critic_opt = make_optimizer("adam", loss.critic_params, cfg.critic_lr)
@@ -108,6 +122,9 @@ def train(cfg: DictConfig, run_dir: Path | None) -> dict[str, Any]:
                     if stackelberg is not None:  # leader: total derivative; follower and α: their own
                         diagnostics = stackelberg(minibatch)
                         prefix = "implicit/"
+                    elif cfg.update_order == "critic_first":  # SB3's order: the actor sees the stepped critic
+                        diagnostics = critic_first_step(loss, minibatch, critic_opt)
+                        prefix = "sac/"
                     else:  # SAC: each player's own partial gradient
                         diagnostics = plain_gradients(loss, minibatch)
                         prefix = "sac/"
