@@ -16,6 +16,8 @@ sys.path.insert(0, str(RECIPES))
 
 from checkpoints import list_checkpoints  # noqa: E402
 from schema import ConfigError, load_config  # noqa: E402
+import stac_mujoco  # noqa: E402
+import stsac_mujoco  # noqa: E402
 from stac_mujoco import train  # noqa: E402
 
 TINY = ["critic_steps=2", "eval_episodes=1", "threads=1", "num_envs=2", "collector_workers=1"]
@@ -106,16 +108,21 @@ def test_minibatch_critic_uses_the_replay_buffer(tmp_path, monkeypatch):
 REFERENCE = ROOT / "tests" / "data" / "recipe_reference.pt"
 
 
-@pytest.mark.parametrize("case", ["cartpole_stac", "mujoco_stac", "mujoco_ac"])
+@pytest.mark.parametrize(
+    "case", ["cartpole_stac", "mujoco_stac", "mujoco_ac", "mujoco_ppo_stac", "mujoco_ppo_ac", "stsac_actor", "stsac_critic", "sac"]
+)
 def test_same_parameters_as_before_the_recipe_refactor(tmp_path, case):
-    """``tests/data/recipe_reference.pt`` holds the final actor and critic of three short runs (300 frames,
-    a checkpoint and an episode restart at 200) trained by the recipes before their split into modules
-    (commit 0535813, ``recipes/common.py``). The same seed and overrides must give the same parameters."""
+    """``tests/data/recipe_reference.pt`` holds the final parameters of short runs (300 frames, a
+    checkpoint and an episode restart at 200): the paper's loop and PPO as trained before the recipes'
+    split into modules (commit 0535813), PPO and SAC as trained before architecture v3 (commit d711b86).
+    The same seed and overrides must give the same parameters."""
     reference = torch.load(REFERENCE, weights_only=False)[case]
-    summary = train(load_config(reference["preset"], reference["overrides"]), tmp_path)
+    script = stsac_mujoco if reference["preset"] == "config_stsac" else stac_mujoco
+    summary = script.train(load_config(reference["preset"], reference["overrides"]), tmp_path)
     state = torch.load(summary["checkpoint"], weights_only=False)
     assert state["counters"] == reference["counters"]
-    for part in ("actor", "critic"):
+    parts = [part for part in ("actor", "critic", "losses") if part in reference]
+    for part in parts:
         assert state[part].keys() == reference[part].keys()
         for key, expected in reference[part].items():
             torch.testing.assert_close(state[part][key], expected, msg=f"{case}: {part}.{key} changed")
