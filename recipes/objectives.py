@@ -13,6 +13,7 @@ from torchrl.objectives.value import GAE
 from torchrl_stac import (
     CriticLoss,
     ExponentialDecay,
+    FollowerSolver,
     ImplicitGradientHook,
     StackelbergActorLoss,
     StackelbergSACLoss,
@@ -30,17 +31,27 @@ def make_regularization(cfg: DictConfig) -> Regularization:
     return ExponentialDecay(start=cfg.regularization, floor=cfg.regularization_floor, rate=rate)
 
 
+def make_solver(cfg: DictConfig) -> FollowerSolver:
+    """The follower's solver from the config: λ and its schedule, CG iterations, the curvature
+    fallback, Lanczos eigenvalues; a non-finite solve skips the correction with a warning."""
+    return FollowerSolver(
+        make_regularization(cfg),
+        max_iter=cfg.cg_iterations,
+        # Gauss-Newton exists for a critic follower only: not when the critic leads (off-policy)
+        curvature_fallback=cfg.curvature_fallback if cfg.get("leader", "actor") == "actor" else None,
+        on_nonfinite="skip",
+        eigenvalue_steps=cfg.get("eigenvalue_steps", 0),
+    )
+
+
 def hook_options(cfg: DictConfig) -> dict:
-    """The hook's settings from the config (λ and its schedule, CG, curvature, start states)."""
+    """The hook's settings from the config (its solver, curvature, start states)."""
     return {
-        "regularization": make_regularization(cfg),
-        "max_iter": cfg.cg_iterations,
+        "solver": make_solver(cfg),
         "hessian": cfg.hessian,
-        "curvature_fallback": cfg.curvature_fallback,
         "start_states": cfg.start_states,
         "regularization_scale": cfg.regularization_scale,
         "gamma": cfg.gamma,
-        "on_nonfinite": "skip",
     }
 
 
@@ -89,21 +100,11 @@ def make_sac(
     cfg: DictConfig, actor: ProbabilisticActor, critics: list[ValueOperator]
 ) -> tuple[StackelbergSACLoss, StackelbergUpdate | None]:
     """SAC's two players and, for algo=stsac, the Stackelberg update with the configured leader."""
-    loss = StackelbergSACLoss(
-        actor, critics, gamma=cfg.gamma, alpha_init=cfg.alpha_init, fixed_alpha=cfg.fixed_alpha
-    )
+    loss = StackelbergSACLoss(actor, critics, gamma=cfg.gamma, alpha_init=cfg.alpha_init, fixed_alpha=cfg.fixed_alpha)
     if cfg.algo == "sac":
         return loss, None
     update = StackelbergUpdate(
-        loss,
-        leader=cfg.leader,
-        regularization=make_regularization(cfg),
-        max_iter=cfg.cg_iterations,
-        hessian=cfg.hessian,
-        curvature_fallback=cfg.curvature_fallback if cfg.leader == "actor" else None,  # the critic's GN only
-        on_nonfinite="skip",
-        eigenvalue_steps=cfg.eigenvalue_steps,
-        correction_every=cfg.correction_every,
+        loss, leader=cfg.leader, solver=make_solver(cfg), hessian=cfg.hessian, correction_every=cfg.correction_every
     )
     return loss, update
 

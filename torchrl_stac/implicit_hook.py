@@ -1,8 +1,7 @@
-"""The Stackelberg correction of the actor's gradient (STAC_MATH §2–4)."""
+"""The Stackelberg correction of the on-policy actor's gradient (docs/math.md §2–4)."""
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Literal
 
 import torch
@@ -17,19 +16,16 @@ from torchrl_stac.curvature import (
     vjp_then_jvp,
 )
 from torchrl_stac.diagnostics import as_tensordict, check_choices, gradient_diagnostics, solve_diagnostics
-from torchrl_stac.leaders import Leader, as_leader
-from torchrl_stac.losses import CriticLoss, as_batch, require
-from torchrl_stac.regularization import Regularization, regularization_at
-from torchrl_stac.solvers import SolveResult, solve_regularized
+from torchrl_stac.follower_solver import FollowerSolver
+from torchrl_stac.onpolicy_leaders import Leader, as_leader
+from torchrl_stac.onpolicy_losses import CriticLoss, as_batch, require
+from torchrl_stac.solvers import SolveResult
 from torchrl_stac.trajectories import discounted_forward_cumsum, episode_starts, segment_starts
 
 _CHOICES = {
-    "solver": ("cg", "dense"),
     "hessian": ("exact", "gauss_newton"),
     "start_states": ("all", "initial"),
     "psi": ("advantage", "return"),
-    "on_nonfinite": ("raise", "skip"),
-    "curvature_fallback": (None, "gauss_newton"),
     "regularization_scale": ("absolute", "trace"),
 }
 TRACE_PROBES = 4  # Rademacher probes of the Hutchinson estimate of tr(JᵀJ)
@@ -67,22 +63,15 @@ class ImplicitGradientHook:
             ``tensor_keys``). Its critic must be ``critic_loss``'s network.
         critic_loss: the follower's squared-error loss (its target key gives G). Defaults, for a
             TorchRL leader, to a :class:`CriticLoss` on its critic and its value-target key.
-        regularization: λ ≥ 0, a float or a callable ``update index -> λ`` (e.g.
-            :class:`~torchrl_stac.ExponentialDecay`). Large λ recovers plain actor-critic.
-        solver: ``"cg"`` (default) or ``"dense"`` (explicit Hessian: small critics only).
-        max_iter, tol, warm_start: conjugate-gradient iteration cap, relative residual
-            tolerance (1e-6: about float32 precision), and whether to start from the previous
-            update's solution.
+        solver: λ or its schedule, the solve (CG or dense), iterations, tolerance, warm start,
+            the Gauss-Newton curvature fallback and the non-finite policy
+            (:class:`~torchrl_stac.FollowerSolver`; default: λ = 0, CG, 10 iterations).
         hessian: ``"exact"`` (double backward) or ``"gauss_newton"`` (positive semi-definite).
-        curvature_fallback: ``"gauss_newton"`` re-solves with the Gauss-Newton matrix when the
-            exact one shows non-positive curvature; ``None`` keeps CG's last iterate and flags it.
         start_states: ``"all"`` (every visited state starts its remaining trajectory) or
             ``"initial"`` (only true episode starts; needs ``step_count`` or ``is_init``).
         psi: Ψ_t, the estimate of Q^π(s_t, a_t): ``"advantage"`` (Â, lower variance) or
             ``"return"`` (the critic's target G).
         gamma: discount of the cumulative sum; defaults to the leader loss's value estimator's.
-        on_nonfinite: ``"raise"`` a FloatingPointError, or ``"skip"`` the correction (the
-            partial gradient is left as it is) and report ``skipped=1``.
         done_key, traj_key: where trajectory boundaries are read.
         weight_key: where :meth:`prepare` writes ω_t.
         regularization_scale: ``"absolute"`` (λ as given) or ``"trace"``: λ times the mean
@@ -96,17 +85,11 @@ class ImplicitGradientHook:
         actor_loss: torch.nn.Module,
         critic_loss: CriticLoss | None = None,
         *,
-        regularization: Regularization = 0.0,
-        solver: Literal["cg", "dense"] = "cg",
-        max_iter: int = 10,
-        tol: float = 1e-6,
-        warm_start: bool = True,
+        solver: FollowerSolver | None = None,
         hessian: Literal["exact", "gauss_newton"] = "exact",
-        curvature_fallback: Literal["gauss_newton"] | None = None,
         start_states: Literal["all", "initial"] = "all",
         psi: Literal["advantage", "return"] = "advantage",
         gamma: float | None = None,
-        on_nonfinite: Literal["raise", "skip"] = "raise",
         done_key: NestedKey = ("next", "done"),
         traj_key: NestedKey = ("collector", "traj_ids"),
         weight_key: NestedKey = "stackelberg_weight",
@@ -117,35 +100,18 @@ class ImplicitGradientHook:
             critic_loss = self.leader.follower()
         if not isinstance(critic_loss, CriticLoss):
             raise TypeError(f"critic_loss must be a CriticLoss, got {type(critic_loss).__name__}.")
-        options = dict(
-            solver=solver,
-            hessian=hessian,
-            start_states=start_states,
-            psi=psi,
-            on_nonfinite=on_nonfinite,
-            curvature_fallback=curvature_fallback,
-            regularization_scale=regularization_scale,
-        )
+        options = dict(hessian=hessian, start_states=start_states, psi=psi, regularization_scale=regularization_scale)
         check_choices(options, _CHOICES)
-        if max_iter < 1:
-            raise ValueError(f"max_iter must be >= 1, got {max_iter}.")
-        if tol < 0:
-            raise ValueError(f"tol must be >= 0, got {tol}.")
-        regularization_at(regularization, 0)
         self.actor_loss = actor_loss
         self.critic_loss = critic_loss
         self.actor_params = self.leader.actor_params
         self.critic_params = [p for p in critic_loss.value_network.parameters() if p.requires_grad]
         self._check_players()
-        self.regularization = regularization
-        self.solver, self.hessian, self.curvature_fallback = solver, hessian, curvature_fallback
-        self.max_iter, self.tol, self.warm_start = max_iter, tol, warm_start
-        self.start_states, self.psi, self.on_nonfinite = start_states, psi, on_nonfinite
+        self.solver = solver or FollowerSolver()
+        self.hessian, self.start_states, self.psi = hessian, start_states, psi
         self.done_key, self.traj_key, self.weight_key = done_key, traj_key, weight_key
         self.regularization_scale = regularization_scale
         self.gamma = self._resolve_gamma(gamma)
-        self.num_updates = 0
-        self._previous_solution: torch.Tensor | None = None
 
     def _check_players(self) -> None:
         critic_ids = {id(p) for p in self.critic_params}
@@ -188,8 +154,7 @@ class ImplicitGradientHook:
         ``nonpositive_curvature``, ``gauss_newton_fallback``, ``regularization``, ``skipped``).
         A non-finite solve raises or (``on_nonfinite="skip"``) writes ω = 0.
         """
-        lam = regularization_at(self.regularization, self.num_updates)
-        self.num_updates += 1
+        lam = self.solver.next_regularization()
         prediction = self.critic_loss.predict(tensordict)
         target = self.critic_loss.target(tensordict)
         loss = self.critic_loss.squared_error(prediction, target)
@@ -204,13 +169,9 @@ class ImplicitGradientHook:
 
         gauss_newton = gauss_newton_hvp(prediction, self.critic_params, 2.0 / prediction.numel(), critic_jvp)
         if self.hessian == "exact":
-            result = self._solve(exact_hvp(loss, self.critic_params), lam, rhs)
+            result, fell_back = self.solver.solve(exact_hvp(loss, self.critic_params), rhs, lam, gauss_newton)
         else:
-            result = self._solve(gauss_newton, lam, rhs)
-        fell_back = False
-        if result.nonpositive_curvature and self.curvature_fallback == "gauss_newton" and self.hessian == "exact":
-            result = self._solve(gauss_newton, lam, rhs)
-            fell_back = True
+            result, fell_back = self.solver.solve(gauss_newton, rhs, lam)
         if not torch.isfinite(result.solution).all():
             return self._skip_prepare(tensordict, "the Hessian solve (H + λI)⁻¹ ∂J/∂w", lam, result)
 
@@ -220,7 +181,6 @@ class ImplicitGradientHook:
         if not torch.isfinite(weights).all():
             return self._skip_prepare(tensordict, "the correction's weights", lam, result)
         tensordict.set(self.weight_key, weights)
-        self._previous_solution = result.solution.detach()
         return as_tensordict(solve_diagnostics(lam, result, fell_back, skipped=False))
 
     def correct(self, tensordict: TensorDictBase) -> TensorDictBase:
@@ -239,7 +199,7 @@ class ImplicitGradientHook:
         grads = torch.autograd.grad(surrogate, self.actor_params, materialize_grads=True)
         correction = flatten(grads) / sigma
         if not torch.isfinite(correction).all():
-            self._nonfinite("the implicit correction")
+            self.solver.nonfinite("the implicit correction")
             return as_tensordict(gradient_diagnostics(partial, torch.zeros_like(partial), skipped=True))
         for param, piece in zip(self.actor_params, grads, strict=True):
             param.grad.add_(piece / sigma)
@@ -247,7 +207,7 @@ class ImplicitGradientHook:
 
     def _gauss_newton_scale(self, critic_jvp: MatVec, like: torch.Tensor, samples: int) -> float:
         """tr((2/N) JᵀJ)/n by Hutchinson: E‖J v‖² = tr(JᵀJ) for Rademacher v (seeded per update)."""
-        generator = torch.Generator(device=like.device).manual_seed(self.num_updates)
+        generator = torch.Generator(device=like.device).manual_seed(self.solver.num_updates)
         total = 0.0
         for _ in range(TRACE_PROBES):
             probe = torch.randint(0, 2, like.shape, generator=generator, device=like.device).to(like.dtype) * 2 - 1
@@ -268,12 +228,6 @@ class ImplicitGradientHook:
             )
         return partial
 
-    def _solve(self, hvp: MatVec, lam: float, rhs: torch.Tensor) -> SolveResult:
-        x0 = self._previous_solution
-        if not self.warm_start or x0 is None or x0.shape != rhs.shape:
-            x0 = None
-        return solve_regularized(hvp, rhs, lam, solver=self.solver, max_iter=self.max_iter, tol=self.tol, x0=x0)
-
     def _surrogate_weights(
         self, td: TensorDictBase, c: torch.Tensor, psi: torch.Tensor, prediction: torch.Tensor, target: torch.Tensor
     ) -> torch.Tensor:
@@ -288,29 +242,18 @@ class ImplicitGradientHook:
             return -2.0 * psi * cumulative
         return 2.0 * (prediction - target) * c - 2.0 * psi * (cumulative - c)
 
-    def _nonfinite(self, what: str) -> None:
-        message = (
-            f"non-finite values in {what} at update {self.num_updates - 1}. Raise the regularization, "
-            "check the critic's targets, or lower the critic learning rate."
-        )
-        if self.on_nonfinite == "raise":
-            raise FloatingPointError(message)
-        warnings.warn(message + " The Stackelberg correction was skipped for this update.", stacklevel=4)
-
     def _skip_prepare(
         self, td: TensorDictBase, what: str, lam: float, result: SolveResult | None = None
     ) -> TensorDictBase:
-        self._nonfinite(f"{what} (λ = {lam})")
-        self._previous_solution = None
+        self.solver.nonfinite(what, lam)
         td.set(self.weight_key, torch.zeros(td.batch_size, device=td.device))
         if result is None:
             result = SolveResult(torch.zeros(0), 0, float("nan"), False)
         return as_tensordict(solve_diagnostics(lam, result, False, skipped=True))
 
     def state_dict(self) -> dict[str, Any]:
-        """Update counter (drives λ schedules) and the CG warm start."""
-        return {"num_updates": self.num_updates, "previous_solution": self._previous_solution}
+        """The solver's state: the update counter (drives λ schedules) and the CG warm start."""
+        return self.solver.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.num_updates = int(state["num_updates"])
-        self._previous_solution = state["previous_solution"]
+        self.solver.load_state_dict(state)

@@ -31,7 +31,7 @@ from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModule
 from torchrl.objectives import A2CLoss, LossModule, PPOLoss
 
-from torchrl_stac.losses import CriticLoss, StackelbergActorLoss, as_batch, per_step, require
+from torchrl_stac.onpolicy_losses import CriticLoss, StackelbergActorLoss, as_batch, per_step, require
 
 LEADER_TYPES = (StackelbergActorLoss, A2CLoss, PPOLoss)
 
