@@ -100,14 +100,16 @@ def minibatch(generator: torch.Generator) -> TensorDict:
 
 
 def seconds_per_update(options: dict | None, updates: int) -> float:
-    from torchrl_stac import StackelbergUpdate, plain_gradients
+    from torchrl_stac import FollowerSolver, StackelbergUpdate, plain_gradients
 
     loss, optimizers = make_players()
-    step = (
-        (lambda td: plain_gradients(loss, td))
-        if options is None
-        else StackelbergUpdate(loss, on_nonfinite="skip", **{**DEFAULT, **options})
-    )
+    if options is None:
+        step = lambda td: plain_gradients(loss, td)  # noqa: E731
+    else:
+        solver_options = {**DEFAULT, **options}
+        update_options = {key: solver_options.pop(key) for key in ("leader", "hessian", "correction_every")}
+        solver = FollowerSolver(solver_options.pop("regularization"), on_nonfinite="skip", **solver_options)
+        step = StackelbergUpdate(loss, solver=solver, **update_options)
     generator = torch.Generator().manual_seed(1)
     batches = [minibatch(generator) for _ in range(WARMUP + updates)]
     times = []

@@ -30,7 +30,7 @@ from tensordict.nn import NormalParamExtractor, TensorDictModule
 from torch import nn
 from torchrl.modules import MLP, ProbabilisticActor, TanhNormal, ValueOperator
 
-from torchrl_stac import CriticLoss, ImplicitGradientHook, StackelbergActorLoss
+from torchrl_stac import CriticLoss, FollowerSolver, ImplicitGradientHook, StackelbergActorLoss
 
 OBS, ACT, N, K, CG_ITERS = 11, 3, 4000, 80, 10
 RESULTS = Path(__file__).parent / "results"
@@ -82,7 +82,8 @@ def build(solver_options: dict | None, seed: int = 0):
     actor_loss.set_keys(value_target="gae_target")
     hook = None
     if solver_options is not None:
-        hook = ImplicitGradientHook(actor_loss, critic_loss, regularization=500.0, max_iter=CG_ITERS, **solver_options)
+        solver = FollowerSolver(500.0, max_iter=CG_ITERS, **solver_options)
+        hook = ImplicitGradientHook(actor_loss, critic_loss, solver=solver)
     actor_opt = torch.optim.Adam(actor.parameters(), lr=1e-3)
     critic_opt = torch.optim.Adam(critic.parameters(), lr=1e-3)
     return actor, actor_loss, critic_loss, hook, actor_opt, critic_opt

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from helpers import flat_grads, make_actor, make_batch, make_critic
-from torchrl_stac import CriticLoss, ExponentialDecay, ImplicitGradientHook, StackelbergActorLoss
+from torchrl_stac import CriticLoss, ExponentialDecay, FollowerSolver, ImplicitGradientHook, StackelbergActorLoss
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def test_missing_keys_name_the_key(players):
     with pytest.raises(KeyError, match="action"):
         actor_loss.log_prob(td.exclude("action"))
     backward(actor, actor_loss, td)
-    hook = ImplicitGradientHook(actor_loss, critic_loss, regularization=1.0)
+    hook = ImplicitGradientHook(actor_loss, critic_loss, solver=FollowerSolver(1.0))
     with pytest.raises(KeyError, match="done"):
         hook(td.exclude(("next", "done")))
     with pytest.raises(KeyError, match="StepCounter"):
@@ -86,28 +86,41 @@ def test_shared_parameters_rejected():
 @pytest.mark.parametrize(
     "options,match",
     [
-        (dict(regularization=-1.0), "regularization"),
-        (dict(regularization=lambda step: -1.0), "regularization"),
-        (dict(solver="lu"), "unknown solver"),
         (dict(hessian="fisher"), "unknown hessian"),
         (dict(start_states="some"), "unknown start_states"),
         (dict(psi="q"), "unknown psi"),
-        (dict(on_nonfinite="ignore"), "unknown on_nonfinite"),
-        (dict(max_iter=0), "max_iter"),
         (dict(gamma=1.5), "gamma"),
     ],
 )
-def test_invalid_options(players, options, match):
+def test_invalid_hook_options(players, options, match):
     _, _, actor_loss, critic_loss, _ = players
     with pytest.raises(ValueError, match=match):
         ImplicitGradientHook(actor_loss, critic_loss, **options)
+
+
+@pytest.mark.parametrize(
+    "options,match",
+    [
+        (dict(regularization=-1.0), "regularization"),
+        (dict(regularization=lambda step: -1.0), "regularization"),
+        (dict(method="lu"), "unknown method"),
+        (dict(on_nonfinite="ignore"), "unknown on_nonfinite"),
+        (dict(curvature_fallback="fisher"), "unknown curvature_fallback"),
+        (dict(max_iter=0), "max_iter"),
+        (dict(tol=-1.0), "tol"),
+        (dict(eigenvalue_steps=-1), "eigenvalue_steps"),
+    ],
+)
+def test_invalid_solver_options(options, match):
+    with pytest.raises(ValueError, match=match):
+        FollowerSolver(**options)
     with pytest.raises(ValueError):
         ExponentialDecay(start=-1.0)
 
 
 def test_schedule_going_negative_raises_at_that_update(players):
     actor, _, actor_loss, critic_loss, td = players
-    hook = ImplicitGradientHook(actor_loss, critic_loss, regularization=lambda step: 1.0 - step)
+    hook = ImplicitGradientHook(actor_loss, critic_loss, solver=FollowerSolver(lambda step: 1.0 - step))
     backward(actor, actor_loss, td)
     hook(td)
     hook(td)  # λ = 0 is allowed
@@ -119,7 +132,7 @@ def test_hook_before_backward(players):
     actor, _, actor_loss, critic_loss, td = players
     actor.zero_grad(set_to_none=True)
     with pytest.raises(RuntimeError, match="backward"):
-        ImplicitGradientHook(actor_loss, critic_loss, regularization=1.0)(td)
+        ImplicitGradientHook(actor_loss, critic_loss, solver=FollowerSolver(1.0))(td)
 
 
 def test_non_finite_losses_raise(players):
@@ -141,9 +154,9 @@ def test_non_finite_critic_raises_or_skips_without_touching_grad(players):
     backward(actor, actor_loss, td)
     partial = flat_grads(actor).clone()
     with pytest.raises(FloatingPointError, match="non-finite"):
-        ImplicitGradientHook(actor_loss, critic_loss, regularization=1.0)(bad)
+        ImplicitGradientHook(actor_loss, critic_loss, solver=FollowerSolver(1.0))(bad)
     assert torch.equal(flat_grads(actor), partial)
-    hook = ImplicitGradientHook(actor_loss, critic_loss, regularization=1.0, on_nonfinite="skip")
+    hook = ImplicitGradientHook(actor_loss, critic_loss, solver=FollowerSolver(1.0, on_nonfinite="skip"))
     with pytest.warns(UserWarning, match="skipped"):
         diag = hook(bad)
     assert diag["skipped"] == 1 and diag["implicit_norm"] == 0
@@ -155,8 +168,8 @@ def test_non_finite_solution_is_caught(players, monkeypatch):
     actor, _, actor_loss, critic_loss, td = players
     backward(actor, actor_loss, td)
     partial = flat_grads(actor).clone()
-    hook = ImplicitGradientHook(actor_loss, critic_loss, regularization=1.0, on_nonfinite="skip")
-    import torchrl_stac.implicit as implicit
+    hook = ImplicitGradientHook(actor_loss, critic_loss, solver=FollowerSolver(1.0, on_nonfinite="skip"))
+    import torchrl_stac.implicit_hook as implicit
 
     def broken_hvp(loss, params):
         return lambda v: v * float("nan")
@@ -172,6 +185,6 @@ def test_non_finite_partial_gradient_always_raises(players):
     actor, _, actor_loss, critic_loss, td = players
     backward(actor, actor_loss, td)
     next(actor.parameters()).grad[0] = float("nan")
-    hook = ImplicitGradientHook(actor_loss, critic_loss, regularization=1.0, on_nonfinite="skip")
+    hook = ImplicitGradientHook(actor_loss, critic_loss, solver=FollowerSolver(1.0, on_nonfinite="skip"))
     with pytest.raises(FloatingPointError, match="refusing to step"):
         hook(td)

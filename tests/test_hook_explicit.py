@@ -20,7 +20,7 @@ from helpers import (
     make_critic,
     reference_discount_matrix,
 )
-from torchrl_stac import CriticLoss, ImplicitGradientHook, StackelbergActorLoss
+from torchrl_stac import CriticLoss, FollowerSolver, ImplicitGradientHook, StackelbergActorLoss
 
 GAMMA = 0.9
 
@@ -78,11 +78,12 @@ def critic_kind(critic_loss):
     return critic_loss.critic_type
 
 
-def run_hook(actor, actor_loss, critic_loss, td, lam, **options):
+def run_hook(actor, actor_loss, critic_loss, td, lam, *, method="cg", max_iter=10, tol=1e-6, **options):
     actor.zero_grad()
     actor_loss(td)["loss_objective"].backward()
     partial = flat_grads(actor).clone()
-    hook = ImplicitGradientHook(actor_loss, critic_loss, regularization=lam, gamma=GAMMA, **options)
+    solver = FollowerSolver(lam, method=method, max_iter=max_iter, tol=tol)
+    hook = ImplicitGradientHook(actor_loss, critic_loss, solver=solver, gamma=GAMMA, **options)
     diagnostics = hook(td)
     return partial, flat_grads(actor), diagnostics
 
@@ -109,7 +110,7 @@ def test_correction_matches_explicit_matrices(actor_kind, critic_kind_, lam, bat
     expected, H = reference_gradient(actor, critic, actor_loss, critic_loss, td, lam)
     if lam == 0.0:
         assert torch.linalg.eigvalsh(H).min() > 0, "precondition: H positive definite at λ = 0"
-    partial, total, diag = run_hook(actor, actor_loss, critic_loss, td, lam, solver="dense")
+    partial, total, diag = run_hook(actor, actor_loss, critic_loss, td, lam, method="dense")
     assert expected.norm() > 1e-6 * partial.norm(), "the correction under test must not vanish"
     torch.testing.assert_close(total - partial, expected, rtol=1e-7, atol=1e-10)
     assert diag["nonpositive_curvature"] == 0
@@ -142,7 +143,7 @@ def test_estimator_options_match_explicit_matrices(batch_shape, critic_kind_, op
         start_states=options.get("start_states", "all"),
         psi=options.get("psi", "advantage"),
     )
-    partial, total, _ = run_hook(actor, actor_loss, critic_loss, td, lam, solver="dense", **options)
+    partial, total, _ = run_hook(actor, actor_loss, critic_loss, td, lam, method="dense", **options)
     assert expected.norm() > 0
     torch.testing.assert_close(total - partial, expected, rtol=1e-7, atol=1e-10)
 
@@ -182,5 +183,5 @@ def test_trajectory_boundaries_from_each_source(source):
         td["next", "done"] = torch.zeros_like(td["next", "done"])
         td["collector", "traj_ids"][:, 5:] += 1000
     expected, _ = reference_gradient(actor, critic, actor_loss, critic_loss, td, 1.0)
-    partial, total, _ = run_hook(actor, actor_loss, critic_loss, td, 1.0, solver="dense")
+    partial, total, _ = run_hook(actor, actor_loss, critic_loss, td, 1.0, method="dense")
     torch.testing.assert_close(total - partial, expected, rtol=1e-7, atol=1e-10)

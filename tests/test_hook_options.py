@@ -11,7 +11,7 @@ from torchrl.envs import Compose, DoubleToFloat, GymEnv, SerialEnv, StepCounter,
 from torchrl.modules import MLP, ProbabilisticActor, TanhNormal, ValueOperator
 
 from helpers import flat_grads, make_actor, make_batch, make_critic
-from torchrl_stac import CriticLoss, ExponentialDecay, ImplicitGradientHook, StackelbergActorLoss
+from torchrl_stac import CriticLoss, ExponentialDecay, FollowerSolver, ImplicitGradientHook, StackelbergActorLoss
 
 
 def setup(seed=0, shape=(32,)):
@@ -34,16 +34,16 @@ def correction(actor, actor_loss, td, hook):
 
 def test_indefinite_hessian_flagged_and_gauss_newton_fallback():
     actor, critic, actor_loss, critic_loss, td = setup()
-    flagged = ImplicitGradientHook(actor_loss, critic_loss, regularization=0.0, max_iter=50)
+    flagged = ImplicitGradientHook(actor_loss, critic_loss, solver=FollowerSolver(0.0, max_iter=50))
     _, diag = correction(actor, actor_loss, td, flagged)
     assert diag["nonpositive_curvature"] == 1 and diag["gauss_newton_fallback"] == 0
     fallback = ImplicitGradientHook(
-        actor_loss, critic_loss, regularization=1e-3, max_iter=50, curvature_fallback="gauss_newton"
+        actor_loss, critic_loss, solver=FollowerSolver(1e-3, max_iter=50, curvature_fallback="gauss_newton")
     )
     got, diag = correction(actor, actor_loss, td, fallback)
     assert diag["gauss_newton_fallback"] == 1
     gauss_newton = ImplicitGradientHook(
-        actor_loss, critic_loss, regularization=1e-3, max_iter=50, hessian="gauss_newton"
+        actor_loss, critic_loss, solver=FollowerSolver(1e-3, max_iter=50), hessian="gauss_newton"
     )
     expected, diag_gn = correction(actor, actor_loss, td, gauss_newton)
     assert diag_gn["nonpositive_curvature"] == 0
@@ -53,12 +53,12 @@ def test_indefinite_hessian_flagged_and_gauss_newton_fallback():
 def test_regularization_schedule_and_state_dict():
     actor, critic, actor_loss, critic_loss, td = setup()
     schedule = ExponentialDecay(start=100.0, floor=1.0, rate=0.5)
-    hook = ImplicitGradientHook(actor_loss, critic_loss, regularization=schedule)
+    hook = ImplicitGradientHook(actor_loss, critic_loss, solver=FollowerSolver(schedule))
     seen = [float(correction(actor, actor_loss, td, hook)[1]["regularization"]) for _ in range(3)]
     assert seen == pytest.approx([100.0, 50.5, 25.75])
-    restored = ImplicitGradientHook(actor_loss, critic_loss, regularization=schedule)
+    restored = ImplicitGradientHook(actor_loss, critic_loss, solver=FollowerSolver(schedule))
     restored.load_state_dict(hook.state_dict())
-    assert restored.num_updates == 3
+    assert restored.solver.num_updates == 3
     a, _ = correction(actor, actor_loss, td, hook)
     b, diag = correction(actor, actor_loss, td, restored)
     assert float(diag["regularization"]) == pytest.approx(schedule(3))
@@ -68,8 +68,8 @@ def test_regularization_schedule_and_state_dict():
 def test_warm_start_reaches_a_smaller_residual():
     actor, critic, actor_loss, critic_loss, td = setup()
     td["value_target"] = critic_loss.predict(td).detach().unsqueeze(-1) + 0.1 * torch.randn(32, 1)
-    cold = ImplicitGradientHook(actor_loss, critic_loss, regularization=0.1, max_iter=3, warm_start=False)
-    warm = ImplicitGradientHook(actor_loss, critic_loss, regularization=0.1, max_iter=3, warm_start=True)
+    cold = ImplicitGradientHook(actor_loss, critic_loss, solver=FollowerSolver(0.1, max_iter=3, warm_start=False))
+    warm = ImplicitGradientHook(actor_loss, critic_loss, solver=FollowerSolver(0.1, max_iter=3, warm_start=True))
     residuals = {"cold": [], "warm": []}
     for _ in range(4):
         residuals["cold"].append(float(correction(actor, actor_loss, td, cold)[1]["relative_residual"]))
@@ -114,7 +114,7 @@ def test_hook_on_collector_batches(num_envs):
     with torch.no_grad():
         critic_loss.value_estimator(td)  # Monte-Carlo returns → value_target
         actor_loss.value_estimator(td)  # GAE → advantage, gae_target
-    hook = ImplicitGradientHook(actor_loss, critic_loss, regularization=500.0, start_states="initial")
+    hook = ImplicitGradientHook(actor_loss, critic_loss, solver=FollowerSolver(500.0), start_states="initial")
     got, diag = correction(policy, actor_loss, td, hook)
     assert torch.isfinite(got).all() and got.norm() > 0
     assert diag["skipped"] == 0 and 0 < diag["cosine_partial_total"] <= 1 + 1e-6

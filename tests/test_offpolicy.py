@@ -22,7 +22,8 @@ from torch import nn
 from torch.autograd.functional import hessian, jacobian
 from torchrl.modules import IndependentNormal, ProbabilisticActor, TanhNormal
 
-from torchrl_stac.offpolicy import StackelbergSACLoss, StackelbergUpdate, reparameterized
+from torchrl_stac import FollowerSolver, StackelbergSACLoss, StackelbergUpdate
+from torchrl_stac.offpolicy_losses import reparameterized
 
 OBS, BATCH, GAMMA, ALPHA = 3, 24, 0.9, 0.3
 pytestmark = pytest.mark.usefixtures("float64")
@@ -133,8 +134,11 @@ def ref_losses(loss: StackelbergSACLoss, td: TensorDict, theta: torch.Tensor, w:
     return f_actor, f_critic
 
 
-def library_gradients(loss: StackelbergSACLoss, td: TensorDict, **options):
-    update = StackelbergUpdate(loss, **options)
+def library_gradients(
+    loss: StackelbergSACLoss, td: TensorDict, *, leader="actor", hessian="exact", correction_every=1, **solver_options
+):
+    solver = FollowerSolver(solver_options.pop("regularization", 0.0), **solver_options)
+    update = StackelbergUpdate(loss, leader=leader, solver=solver, hessian=hessian, correction_every=correction_every)
     diagnostics = update(td)
     theta_grad = torch.cat([p.grad.reshape(-1) for p in loss.actor_params])
     w_grad = torch.cat([p.grad.reshape(-1) for p in loss.critic_params])
@@ -166,7 +170,7 @@ def test_actor_leader_total_gradient_is_the_exact_derivative_at_the_critics_best
 
     exact = torch.autograd.grad(ref_losses(loss, td, theta, w_star(theta))[0], theta)[0]
     set_params(loss.critic_params, w_star(theta).detach())
-    theta_grad, w_grad, diagnostics = library_gradients(loss, td, solver=solver, max_iter=100, tol=1e-12)
+    theta_grad, w_grad, diagnostics = library_gradients(loss, td, method=solver, max_iter=100, tol=1e-12)
     torch.testing.assert_close(theta_grad, exact, rtol=1e-7, atol=1e-9)
     assert w_grad.abs().max() < 1e-9  # the follower is at its best response
     assert diagnostics["implicit_norm"] > 1e-3 * diagnostics["partial_norm"]  # the coupling matters here
@@ -183,7 +187,7 @@ def test_critic_leader_total_gradient_is_the_exact_derivative_at_the_actors_best
 
     exact = torch.autograd.grad(ref_losses(loss, td, theta_star(w), w)[1], w)[0]
     set_params(loss.actor_params, theta_star(w).detach())
-    theta_grad, w_grad, _ = library_gradients(loss, td, leader="critic", solver="dense")
+    theta_grad, w_grad, _ = library_gradients(loss, td, leader="critic", method="dense")
     torch.testing.assert_close(w_grad, exact, rtol=1e-7, atol=1e-9)
     assert theta_grad.abs().max() < 1e-9
 
@@ -210,7 +214,7 @@ def test_regularized_formula_away_from_equilibrium(leader, lam):
     expected = g1 - M.T @ torch.linalg.solve(H + lam * torch.eye(len(p2)), g2)
     assert (M.T @ torch.linalg.solve(H + lam * torch.eye(len(p2)), g2)).norm() > 1e-3 * g1.norm()
 
-    theta_grad, w_grad, diagnostics = library_gradients(loss, td, leader=leader, regularization=lam, solver="dense")
+    theta_grad, w_grad, diagnostics = library_gradients(loss, td, leader=leader, regularization=lam, method="dense")
     leader_grad, follower_grad = (theta_grad, w_grad) if leader == "actor" else (w_grad, theta_grad)
     torch.testing.assert_close(leader_grad, expected, rtol=1e-7, atol=1e-9)
     torch.testing.assert_close(follower_grad, jacobian(lambda b: f_follower(p1, b), p2), rtol=1e-7, atol=1e-9)
@@ -232,7 +236,7 @@ def test_the_target_keeps_its_theta_gradient_so_the_mixed_term_is_nonzero():
 
 def test_both_players_see_the_same_minibatch_and_noise():
     loss, td = make_loss(num_q=2), make_batch(4)
-    update = StackelbergUpdate(loss, regularization=1.0, solver="dense")
+    update = StackelbergUpdate(loss, solver=FollowerSolver(1.0, method="dense"))
     update(td)
     first = td["sac_noise"].clone()
     grads = [p.grad.clone() for p in loss.actor_params]
@@ -265,8 +269,8 @@ def test_gauss_newton_and_lanczos_diagnostics():
     w = flat(loss.qvalue_networks)
     H = hessian(lambda b: ref_losses(loss, td, flat(loss.actor_network), b)[1], w)  # f_C is quadratic: exact = GN
     eig = torch.linalg.eigvalsh(H)
-    exact = library_gradients(loss, td, regularization=0.5, solver="dense", eigenvalue_steps=len(w))
-    gauss_newton = library_gradients(loss, td, regularization=0.5, solver="dense", hessian="gauss_newton")
+    exact = library_gradients(loss, td, regularization=0.5, method="dense", eigenvalue_steps=len(w))
+    gauss_newton = library_gradients(loss, td, regularization=0.5, method="dense", hessian="gauss_newton")
     torch.testing.assert_close(exact[0], gauss_newton[0], rtol=1e-8, atol=1e-10)
     assert exact[2]["hessian_eigenvalue_min"] == pytest.approx(float(eig[0]), rel=1e-4, abs=1e-5)
     assert exact[2]["hessian_eigenvalue_max"] == pytest.approx(float(eig[-1]), rel=1e-4)
@@ -278,7 +282,7 @@ def test_correction_every_n_updates_is_plain_sac_in_between():
     from torchrl_stac import plain_gradients
 
     loss, td = make_loss(num_q=2), make_batch(6)
-    update = StackelbergUpdate(loss, regularization=1.0, solver="dense", correction_every=3)
+    update = StackelbergUpdate(loss, solver=FollowerSolver(1.0, method="dense"), correction_every=3)
     loss.draw_noise(td)
     assert update(td)["corrected"] == 1
     for _ in range(2):
@@ -345,7 +349,7 @@ def test_td3_actor_leader_is_the_exact_derivative_at_the_critics_best_response()
 
     exact = torch.autograd.grad(ref_td3(loss, td, theta, w_star(theta))[0], theta)[0]
     set_params(loss.critic_params, w_star(theta).detach())
-    theta_grad, w_grad, diagnostics = library_gradients(loss, td, solver="dense")
+    theta_grad, w_grad, diagnostics = library_gradients(loss, td, method="dense")
     torch.testing.assert_close(theta_grad, exact, rtol=1e-7, atol=1e-9)
     assert w_grad.abs().max() < 1e-9
     assert diagnostics["implicit_norm"] > 1e-3 * diagnostics["partial_norm"]
@@ -362,7 +366,7 @@ def test_td3_critic_leader_is_the_exact_derivative_at_the_actors_best_response()
 
     exact = torch.autograd.grad(ref_td3(loss, td, theta_star(w), w)[1], w)[0]
     set_params(loss.actor_params, theta_star(w).detach())
-    theta_grad, w_grad, _ = library_gradients(loss, td, leader="critic", solver="dense")
+    theta_grad, w_grad, _ = library_gradients(loss, td, leader="critic", method="dense")
     torch.testing.assert_close(w_grad, exact, rtol=1e-7, atol=1e-9)
     assert theta_grad.abs().max() < 1e-9
 

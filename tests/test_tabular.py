@@ -19,7 +19,7 @@ from torch import nn
 from torch.autograd.functional import jacobian
 from torchrl.modules import OneHotCategorical, ProbabilisticActor, ValueOperator
 
-from torchrl_stac import CriticLoss, ImplicitGradientHook, StackelbergActorLoss, leader_total_gradient
+from torchrl_stac import CriticLoss, FollowerSolver, ImplicitGradientHook, StackelbergActorLoss, leader_total_gradient
 
 S, A, GAMMA = 5, 2, 0.9
 EPISODES, HORIZON = 40_000, 60
@@ -72,11 +72,17 @@ def test_stackelberg_equals_exact_total_derivative_v_critic():
     w = best_response(W).detach().requires_grad_(True)
     follower = lambda: (weights * (mdp.phi @ w - mdp.values(W)[0]) ** 2).sum()  # noqa: E731
     for solver in ("dense", "cg"):
-        total, result = leader_total_gradient(lambda: -J(W, w), follower, [W], [w], solver=solver, max_iter=50)
+        total, result = leader_total_gradient(
+            lambda: -J(W, w),
+            follower,
+            [W],
+            [w],
+            solver=FollowerSolver(method=solver, max_iter=50, tol=1e-10, warm_start=False),
+        )
         torch.testing.assert_close(total[0], exact, rtol=1e-10, atol=1e-12)
         assert result.relative_residual < 1e-10
     assert exact.norm() > 1e-2  # J's θ-partial is zero: the whole derivative is the implicit term
-    total, _ = leader_total_gradient(lambda: -J(W, w), follower, [W], [w], regularization=1.0, solver="dense")
+    total, _ = leader_total_gradient(lambda: -J(W, w), follower, [W], [w], solver=FollowerSolver(1.0, method="dense"))
     assert not torch.allclose(total[0], exact, rtol=1e-3)  # λ > 0 is a different update
 
 
@@ -99,7 +105,7 @@ def test_stackelberg_equals_exact_total_derivative_q_critic():
     exact = torch.autograd.grad(-J(W, best_response(W)), W)[0]
     w = best_response(W).detach().requires_grad_(True)
     follower = lambda: (weights(W) * (X @ w - mdp.values(W)[1].reshape(-1)) ** 2).sum()  # noqa: E731
-    total, _ = leader_total_gradient(lambda: -J(W, w), follower, [W], [w], solver="dense")
+    total, _ = leader_total_gradient(lambda: -J(W, w), follower, [W], [w], solver=FollowerSolver(method="dense"))
     torch.testing.assert_close(total[0], exact, rtol=1e-10, atol=1e-12)
     partial = torch.autograd.grad(-J(W, w), W)[0]
     assert (total[0] - partial).norm() > 1e-2 * partial.norm()  # the implicit term matters here
@@ -194,7 +200,7 @@ def per_episode(values: torch.Tensor, episode: torch.Tensor) -> torch.Tensor:
 def hook_correction(actor, actor_loss, critic_loss, td, **options):
     for p in actor.parameters():
         p.grad = torch.zeros_like(p)
-    hook = ImplicitGradientHook(actor_loss, critic_loss, regularization=1.0, gamma=GAMMA, tol=1e-12, **options)
+    hook = ImplicitGradientHook(actor_loss, critic_loss, solver=FollowerSolver(1.0, tol=1e-12), gamma=GAMMA, **options)
     hook(td)
     return actor.module[0].module.weight.grad.reshape(-1).clone()
 

@@ -12,7 +12,7 @@ import torch
 from torchrl.objectives import A2CLoss, ClipPPOLoss, KLPENPPOLoss, PPOLoss
 
 from helpers import flat_grads, make_actor, make_batch, make_critic
-from torchrl_stac import CriticLoss, ImplicitGradientHook, StackelbergActorLoss
+from torchrl_stac import CriticLoss, FollowerSolver, ImplicitGradientHook, StackelbergActorLoss
 
 GAMMA = 0.9
 
@@ -33,7 +33,9 @@ def corrected_gradient(actor, leader_loss, critic_loss, td, **options) -> tuple[
     actor.zero_grad()
     leader_loss(td.clone())["loss_objective"].backward()
     partial = flat_grads(actor).clone()
-    ImplicitGradientHook(leader_loss, critic_loss, regularization=0.5, gamma=GAMMA, tol=1e-10, **options)(td.clone())
+    ImplicitGradientHook(leader_loss, critic_loss, solver=FollowerSolver(0.5, tol=1e-10), gamma=GAMMA, **options)(
+        td.clone()
+    )
     return partial, flat_grads(actor).clone()
 
 
@@ -60,7 +62,7 @@ def test_ppo_losses_at_theta_old_give_the_same_correction(players, loss_class, n
 def test_minibatch_corrections_average_to_the_batch_correction(players):
     actor, critic, td = players
     ppo = ClipPPOLoss(actor, critic, entropy_bonus=False)
-    hook = ImplicitGradientHook(ppo, regularization=0.5, gamma=GAMMA, tol=1e-10)
+    hook = ImplicitGradientHook(ppo, solver=FollowerSolver(0.5, tol=1e-10), gamma=GAMMA)
     actor.zero_grad()
     ppo(td)["loss_objective"].backward()
     partial = flat_grads(actor).clone()
@@ -81,7 +83,7 @@ def test_minibatch_corrections_average_to_the_batch_correction(players):
 def test_correct_needs_prepare_and_keys_name_themselves(players):
     actor, critic, td = players
     ppo = ClipPPOLoss(actor, critic)
-    hook = ImplicitGradientHook(ppo, regularization=0.5, gamma=GAMMA)
+    hook = ImplicitGradientHook(ppo, solver=FollowerSolver(0.5), gamma=GAMMA)
     actor.zero_grad()
     ppo(td)["loss_objective"].backward()
     with pytest.raises(KeyError, match="hook.prepare"):
@@ -118,7 +120,7 @@ def test_trace_regularization_makes_the_correction_invariant_to_the_critics_scal
         loss(batch)["loss_objective"].backward()
         partial = flat_grads(actor).clone()
         hook = ImplicitGradientHook(
-            loss, CriticLoss(critic_net), regularization=3.0, gamma=GAMMA, regularization_scale=scale, tol=1e-10
+            loss, CriticLoss(critic_net), solver=FollowerSolver(3.0, tol=1e-10), gamma=GAMMA, regularization_scale=scale
         )
         hook(batch)
         return flat_grads(actor) - partial
