@@ -43,7 +43,7 @@ def recipe_default() -> dict:
     return {
         "leader": cfg.leader,
         "regularization": cfg.regularization,
-        "max_iter": cfg.cg_iterations,
+        "cg_iterations": cfg.cg_iterations,
         "hessian": cfg.hessian,
         "curvature_fallback": cfg.curvature_fallback,
         "correction_every": cfg.correction_every,
@@ -53,7 +53,7 @@ def recipe_default() -> dict:
 
 DEFAULT = recipe_default()
 DEFAULT_NAME = (
-    f"ST default (leader {DEFAULT['leader']}, CG {DEFAULT['max_iter']}, every {DEFAULT['correction_every']}, "
+    f"ST default (leader {DEFAULT['leader']}, CG {DEFAULT['cg_iterations']}, every {DEFAULT['correction_every']}, "
     f"{DEFAULT['hessian']}{' + GN fallback' if DEFAULT['curvature_fallback'] else ''})"
 )
 VARIANTS = {  # one change at a time from the recipe's default
@@ -61,11 +61,11 @@ VARIANTS = {  # one change at a time from the recipe's default
     DEFAULT_NAME: {},
     "ST leader critic (exact, no fallback)": {"leader": "critic", "curvature_fallback": None},
     "ST every update": {"correction_every": 1},
-    "ST every update, CG 10 (the first default)": {"correction_every": 1, "max_iter": 10},
+    "ST every update, CG 10 (the first default)": {"correction_every": 1, "cg_iterations": 10},
     "ST every 2 updates": {"correction_every": 2},
     "ST every 8 updates": {"correction_every": 8},
-    "ST CG 1": {"max_iter": 1},
-    "ST CG 10": {"max_iter": 10},
+    "ST CG 1": {"cg_iterations": 1},
+    "ST CG 10": {"cg_iterations": 10},
     "ST no warm start": {"warm_start": False},
     "ST Gauss-Newton": {"hessian": "gauss_newton", "curvature_fallback": None},
 }

@@ -82,7 +82,7 @@ def build(solver_options: dict | None, seed: int = 0):
     actor_loss.set_keys(value_target="gae_target")
     hook = None
     if solver_options is not None:
-        solver = FollowerSolver(500.0, max_iter=CG_ITERS, **solver_options)
+        solver = FollowerSolver(500.0, cg_iterations=CG_ITERS, **solver_options)
         hook = ImplicitGradientHook(actor_loss, critic_loss, solver=solver)
     actor_opt = torch.optim.Adam(actor.parameters(), lr=1e-3)
     critic_opt = torch.optim.Adam(critic.parameters(), lr=1e-3)

@@ -27,8 +27,7 @@ def make_regularization(cfg: DictConfig) -> Regularization:
     ``λ(update) = floor + (regularization − floor) · 2^(−update / half_life)``."""
     if cfg.regularization_decay == "none":
         return float(cfg.regularization)
-    rate = 0.5 ** (1.0 / cfg.regularization_half_life)
-    return ExponentialDecay(start=cfg.regularization, floor=cfg.regularization_floor, rate=rate)
+    return ExponentialDecay(cfg.regularization, cfg.regularization_floor, cfg.regularization_half_life)
 
 
 def make_solver(cfg: DictConfig) -> FollowerSolver:
@@ -36,7 +35,7 @@ def make_solver(cfg: DictConfig) -> FollowerSolver:
     fallback, Lanczos eigenvalues; a non-finite solve skips the correction with a warning."""
     return FollowerSolver(
         make_regularization(cfg),
-        max_iter=cfg.cg_iterations,
+        cg_iterations=cfg.cg_iterations,
         # Gauss-Newton exists for a critic follower only: not when the critic leads (off-policy)
         curvature_fallback=cfg.curvature_fallback if cfg.get("leader", "actor") == "actor" else None,
         on_nonfinite="skip",

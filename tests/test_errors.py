@@ -106,7 +106,7 @@ def test_invalid_hook_options(players, options, match):
         (dict(method="lu"), "unknown method"),
         (dict(on_nonfinite="ignore"), "unknown on_nonfinite"),
         (dict(curvature_fallback="fisher"), "unknown curvature_fallback"),
-        (dict(max_iter=0), "max_iter"),
+        (dict(cg_iterations=0), "cg_iterations"),
         (dict(tol=-1.0), "tol"),
         (dict(eigenvalue_steps=-1), "eigenvalue_steps"),
     ],

@@ -78,11 +78,11 @@ def critic_kind(critic_loss):
     return critic_loss.critic_type
 
 
-def run_hook(actor, actor_loss, critic_loss, td, lam, *, method="cg", max_iter=10, tol=1e-6, **options):
+def run_hook(actor, actor_loss, critic_loss, td, lam, *, method="cg", cg_iterations=10, tol=1e-6, **options):
     actor.zero_grad()
     actor_loss(td)["loss_objective"].backward()
     partial = flat_grads(actor).clone()
-    solver = FollowerSolver(lam, method=method, max_iter=max_iter, tol=tol)
+    solver = FollowerSolver(lam, method=method, cg_iterations=cg_iterations, tol=tol)
     hook = ImplicitGradientHook(actor_loss, critic_loss, solver=solver, gamma=GAMMA, **options)
     diagnostics = hook(td)
     return partial, flat_grads(actor), diagnostics
@@ -152,7 +152,7 @@ def test_cg_matches_dense_and_reports_convergence():
     actor, critic, actor_loss, critic_loss, td = build("tanh_normal", "v", (3, 8))
     expected, _ = reference_gradient(actor, critic, actor_loss, critic_loss, td, 1.0)
     n_params = flat_params(critic).numel()
-    partial, total, diag = run_hook(actor, actor_loss, critic_loss, td, 1.0, max_iter=4 * n_params, tol=1e-13)
+    partial, total, diag = run_hook(actor, actor_loss, critic_loss, td, 1.0, cg_iterations=4 * n_params, tol=1e-13)
     torch.testing.assert_close(total - partial, expected, rtol=1e-6, atol=1e-10)
     assert diag["relative_residual"] < 1e-10
     assert 0 < diag["solver_iterations"] <= 4 * n_params

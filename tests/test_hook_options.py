@@ -34,16 +34,16 @@ def correction(actor, actor_loss, td, hook):
 
 def test_indefinite_hessian_flagged_and_gauss_newton_fallback():
     actor, critic, actor_loss, critic_loss, td = setup()
-    flagged = ImplicitGradientHook(actor_loss, critic_loss, solver=FollowerSolver(0.0, max_iter=50))
+    flagged = ImplicitGradientHook(actor_loss, critic_loss, solver=FollowerSolver(0.0, cg_iterations=50))
     _, diag = correction(actor, actor_loss, td, flagged)
     assert diag["nonpositive_curvature"] == 1 and diag["gauss_newton_fallback"] == 0
     fallback = ImplicitGradientHook(
-        actor_loss, critic_loss, solver=FollowerSolver(1e-3, max_iter=50, curvature_fallback="gauss_newton")
+        actor_loss, critic_loss, solver=FollowerSolver(1e-3, cg_iterations=50, curvature_fallback="gauss_newton")
     )
     got, diag = correction(actor, actor_loss, td, fallback)
     assert diag["gauss_newton_fallback"] == 1
     gauss_newton = ImplicitGradientHook(
-        actor_loss, critic_loss, solver=FollowerSolver(1e-3, max_iter=50), hessian="gauss_newton"
+        actor_loss, critic_loss, solver=FollowerSolver(1e-3, cg_iterations=50), hessian="gauss_newton"
     )
     expected, diag_gn = correction(actor, actor_loss, td, gauss_newton)
     assert diag_gn["nonpositive_curvature"] == 0
@@ -52,7 +52,7 @@ def test_indefinite_hessian_flagged_and_gauss_newton_fallback():
 
 def test_regularization_schedule_and_state_dict():
     actor, critic, actor_loss, critic_loss, td = setup()
-    schedule = ExponentialDecay(start=100.0, floor=1.0, rate=0.5)
+    schedule = ExponentialDecay(start=100.0, floor=1.0, half_life=1.0)
     hook = ImplicitGradientHook(actor_loss, critic_loss, solver=FollowerSolver(schedule))
     seen = [float(correction(actor, actor_loss, td, hook)[1]["regularization"]) for _ in range(3)]
     assert seen == pytest.approx([100.0, 50.5, 25.75])
@@ -68,8 +68,8 @@ def test_regularization_schedule_and_state_dict():
 def test_warm_start_reaches_a_smaller_residual():
     actor, critic, actor_loss, critic_loss, td = setup()
     td["value_target"] = critic_loss.predict(td).detach().unsqueeze(-1) + 0.1 * torch.randn(32, 1)
-    cold = ImplicitGradientHook(actor_loss, critic_loss, solver=FollowerSolver(0.1, max_iter=3, warm_start=False))
-    warm = ImplicitGradientHook(actor_loss, critic_loss, solver=FollowerSolver(0.1, max_iter=3, warm_start=True))
+    cold = ImplicitGradientHook(actor_loss, critic_loss, solver=FollowerSolver(0.1, cg_iterations=3, warm_start=False))
+    warm = ImplicitGradientHook(actor_loss, critic_loss, solver=FollowerSolver(0.1, cg_iterations=3, warm_start=True))
     residuals = {"cold": [], "warm": []}
     for _ in range(4):
         residuals["cold"].append(float(correction(actor, actor_loss, td, cold)[1]["relative_residual"]))

@@ -170,7 +170,7 @@ def test_actor_leader_total_gradient_is_the_exact_derivative_at_the_critics_best
 
     exact = torch.autograd.grad(ref_losses(loss, td, theta, w_star(theta))[0], theta)[0]
     set_params(loss.critic_params, w_star(theta).detach())
-    theta_grad, w_grad, diagnostics = library_gradients(loss, td, method=solver, max_iter=100, tol=1e-12)
+    theta_grad, w_grad, diagnostics = library_gradients(loss, td, method=solver, cg_iterations=100, tol=1e-12)
     torch.testing.assert_close(theta_grad, exact, rtol=1e-7, atol=1e-9)
     assert w_grad.abs().max() < 1e-9  # the follower is at its best response
     assert diagnostics["implicit_norm"] > 1e-3 * diagnostics["partial_norm"]  # the coupling matters here

@@ -77,7 +77,7 @@ def test_stackelberg_equals_exact_total_derivative_v_critic():
             follower,
             [W],
             [w],
-            solver=FollowerSolver(method=solver, max_iter=50, tol=1e-10, warm_start=False),
+            solver=FollowerSolver(method=solver, cg_iterations=50, tol=1e-10, warm_start=False),
         )
         torch.testing.assert_close(total[0], exact, rtol=1e-10, atol=1e-12)
         assert result.relative_residual < 1e-10

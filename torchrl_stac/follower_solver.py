@@ -31,7 +31,7 @@ class FollowerSolver:
             :class:`~torchrl_stac.ExponentialDecay`. Large λ recovers the plain (partial) gradient.
         method: ``"cg"`` (conjugate gradient on Hessian-vector products) or ``"dense"`` (the
             explicit matrix: small followers only).
-        max_iter, tol: CG's iteration cap and relative-residual tolerance (1e-6: about float32).
+        cg_iterations, tol: CG's iteration cap and relative-residual tolerance (1e-6: about float32).
         warm_start: start CG from the previous update's solution (kept only if it beats zero).
         curvature_fallback: ``"gauss_newton"``: when CG meets non-positive curvature, re-solve with
             the positive semi-definite Gauss-Newton matrix the caller offers (a squared-error
@@ -47,7 +47,7 @@ class FollowerSolver:
         regularization: Regularization = 0.0,
         *,
         method: Literal["cg", "dense"] = "cg",
-        max_iter: int = 10,
+        cg_iterations: int = 10,
         tol: float = 1e-6,
         warm_start: bool = True,
         curvature_fallback: Literal["gauss_newton"] | None = None,
@@ -58,15 +58,15 @@ class FollowerSolver:
         for name, value in options.items():
             if value not in _CHOICES[name]:
                 raise ValueError(f"unknown {name} {value!r}: choose one of {_CHOICES[name]}.")
-        if max_iter < 1:
-            raise ValueError(f"max_iter must be >= 1, got {max_iter}.")
+        if cg_iterations < 1:
+            raise ValueError(f"cg_iterations must be >= 1, got {cg_iterations}.")
         if tol < 0:
             raise ValueError(f"tol must be >= 0, got {tol}.")
         if eigenvalue_steps < 0:
             raise ValueError(f"eigenvalue_steps must be >= 0, got {eigenvalue_steps}.")
         regularization_at(regularization, 0)  # fail now on a bad λ, not at the first update
         self.regularization = regularization
-        self.method, self.max_iter, self.tol, self.warm_start = method, max_iter, tol, warm_start
+        self.method, self.cg_iterations, self.tol, self.warm_start = method, cg_iterations, tol, warm_start
         self.curvature_fallback, self.on_nonfinite = curvature_fallback, on_nonfinite
         self.eigenvalue_steps = eigenvalue_steps
         self.num_updates = 0
@@ -90,7 +90,7 @@ class FollowerSolver:
         x0 = self._previous_solution
         if not self.warm_start or x0 is None or x0.shape != rhs.shape:
             x0 = None
-        options = {"solver": self.method, "max_iter": self.max_iter, "tol": self.tol, "x0": x0}
+        options = {"solver": self.method, "max_iter": self.cg_iterations, "tol": self.tol, "x0": x0}
         result = solve_regularized(hvp, rhs, lam, **options)
         fell_back = bool(result.nonpositive_curvature and self.curvature_fallback and gauss_newton is not None)
         if fell_back:

@@ -1,4 +1,4 @@
-"""Schedules for the Hessian regulariser λ (STAC_MATH §4)."""
+"""Schedules for the Hessian regulariser λ (docs/math.md §4)."""
 
 from __future__ import annotations
 
@@ -9,23 +9,24 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ExponentialDecay:
-    """``λ(step) = floor + (start − floor) · rate^step``: decays from ``start`` towards ``floor``.
+    """``λ(step) = floor + (start − floor) · 2^(−step / half_life)``: decays from ``start`` towards
+    ``floor``, halving the distance every ``half_life`` updates.
 
     The paper's §5 suggests decaying the regularisation as training nears an equilibrium.
     """
 
     start: float
     floor: float = 0.0
-    rate: float = 0.99
+    half_life: float = 100.0
 
     def __post_init__(self):
         if self.start < 0 or self.floor < 0:
             raise ValueError(f"regularization must be >= 0, got start={self.start}, floor={self.floor}.")
-        if not 0 < self.rate <= 1:
-            raise ValueError(f"rate must be in (0, 1], got {self.rate}.")
+        if not self.half_life > 0:
+            raise ValueError(f"half_life must be > 0, got {self.half_life}.")
 
     def __call__(self, step: int) -> float:
-        return self.floor + (self.start - self.floor) * self.rate**step
+        return self.floor + (self.start - self.floor) * 0.5 ** (step / self.half_life)
 
 
 Regularization = float | Callable[[int], float]
