@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT / "recipes"))
 
-from report import replace_section  # noqa: E402
+from bench_report import replace_section  # noqa: E402
 
 OBS, ACT, BATCH = 11, 3, 256
 PERIODS = (1, 2, 4, 8)  # correction periods timed; warm-up and timed windows are multiples of all of them
@@ -37,7 +37,7 @@ WARMUP = 8  # untimed updates, so each timed window starts on a correction
 
 def recipe_default() -> dict:
     """The Stackelberg update's options at ``recipes/stsac_mujoco.py``'s defaults (its schema)."""
-    from schema import StsacConfig
+    from recipe_schema import StsacConfig
 
     cfg = StsacConfig()
     return {
@@ -72,9 +72,9 @@ VARIANTS = {  # one change at a time from the recipe's default
 
 
 def make_players(seed: int = 0):
-    from envs import make_env
-    from models import make_sac_models
-    from objectives import make_optimizer
+    from recipe_envs import make_env
+    from recipe_losses import make_optimizer
+    from recipe_models import make_sac_models
     from torchrl_stac import StackelbergSACLoss
 
     torch.manual_seed(seed)

@@ -5,7 +5,7 @@
 Policies: the recipe's actor at its seeded initialisation (untrained: short episodes, how the
 hopper falls) and, with ``--checkpoint``, a trained run's actor with its observation statistics
 (long episodes: the locomotion dynamics). Each runs ``--episodes`` deterministic episodes on each
-backend (``recipes/evaluation.py``; episode i seeded 1000 + i). The two simulators draw their
+backend (``recipes/recipe_evaluation.py``; episode i seeded 1000 + i). The two simulators draw their
 initial-state noise from different generators, so episodes are compared as samples: the difference
 of the mean returns in standard errors. Writes ``benchmarks/results/envpool_check.json``.
 """
@@ -26,11 +26,11 @@ RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT / "recipes"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from checkpoints import load_checkpoint  # noqa: E402
-from envs import check_env, frozen_observation_norm, make_env  # noqa: E402
-from evaluation import evaluate  # noqa: E402
-from models import make_models  # noqa: E402
-from report import replace_section  # noqa: E402
+from bench_report import replace_section  # noqa: E402
+from recipe_checkpoints import load_checkpoint  # noqa: E402
+from recipe_envs import check_env, frozen_observation_norm, make_env  # noqa: E402
+from recipe_evaluation import evaluate  # noqa: E402
+from recipe_models import make_models  # noqa: E402
 
 BACKENDS = ("gymnasium", "envpool")
 

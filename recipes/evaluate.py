@@ -9,16 +9,16 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-import cli
-from checkpoints import load_checkpoint
-from envs import check_env, frozen_observation_norm, make_env
-from evaluation import evaluate
-from models import make_models
-from schema import EvaluateConfig, validate
+import recipe_cli
+from recipe_checkpoints import load_checkpoint
+from recipe_envs import check_env, frozen_observation_norm, make_env
+from recipe_evaluation import evaluate
+from recipe_models import make_models
+from recipe_schema import EvaluateConfig, validate
 
 
 @hydra.main(config_path=".", config_name="config_evaluate", version_base="1.3")
-@cli.one_line_errors
+@recipe_cli.one_line_errors
 def main(cfg: DictConfig) -> None:
     validate(cfg)
     state, path = load_checkpoint(cfg.checkpoint, "checkpoint")
@@ -38,4 +38,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main, EvaluateConfig)
+    recipe_cli.run(main, EvaluateConfig)

@@ -14,15 +14,15 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-import cli
+import recipe_cli
 from stac_mujoco import train
 
 
 @hydra.main(config_path=".", config_name="config_cartpole", version_base="1.3")
-@cli.one_line_errors
+@recipe_cli.one_line_errors
 def main(cfg: DictConfig) -> None:
     train(cfg, Path(HydraConfig.get().runtime.output_dir))
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    recipe_cli.run(main)

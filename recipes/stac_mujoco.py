@@ -6,9 +6,9 @@ python recipes/stac_mujoco.py env=Walker2d-v4 algo=ac seed=3 total_frames=500_00
 python recipes/stac_mujoco.py env=Hopper-v4 objective=ppo                  # Stackelberg-PPO
 python recipes/stac_mujoco.py resume=runs/Hopper-v4/stac/seed0_<time>      # continue in place
 
-Every key of ``schema.StacConfig`` is a ``key=value`` override; ``config_mujoco.yaml`` is the preset.
-The builders live beside this file: ``envs.py``, ``models.py``, ``objectives.py``, ``logs.py``,
-``checkpoints.py``, ``evaluation.py``; ``cli.py`` turns bad input into one ``error:`` line.
+Every key of ``recipe_schema.StacConfig`` is a ``key=value`` override; ``config_mujoco.yaml`` is the preset.
+The builders live beside this file: ``recipe_envs.py``, ``recipe_models.py``, ``recipe_losses.py``, ``recipe_logs.py``,
+``recipe_checkpoints.py``, ``recipe_evaluation.py``; ``recipe_cli.py`` turns bad input into one ``error:`` line.
 """
 
 from __future__ import annotations
@@ -30,15 +30,15 @@ from torch.nn.utils import clip_grad_norm_
 from torchrl.data import LazyTensorStorage, ReplayBuffer
 from torchrl.data.replay_buffers import SamplerWithoutReplacement
 
-import cli
-from bookkeeping import RunTracker
-from checkpoints import complete, restore, resume_point, seed_everything, write_checkpoint
-from envs import check_env, make_collector, make_env, observation_norm
-from evaluation import evaluate
-from logs import PhaseTimer, make_logger
-from models import make_models
-from objectives import make_losses, make_optimizer, make_ppo_loss
-from schema import validate
+import recipe_cli
+from recipe_checkpoints import complete, restore, resume_point, seed_everything, write_checkpoint
+from recipe_envs import check_env, make_collector, make_env, observation_norm
+from recipe_evaluation import evaluate
+from recipe_logs import PhaseTimer, make_logger
+from recipe_losses import make_losses, make_optimizer, make_ppo_loss
+from recipe_models import make_models
+from recipe_schema import validate
+from recipe_tracker import RunTracker
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -221,10 +221,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
 
 @hydra.main(config_path=".", config_name="config_mujoco", version_base="1.3")
-@cli.one_line_errors
+@recipe_cli.one_line_errors
 def main(cfg: DictConfig) -> None:
     train(cfg, Path(HydraConfig.get().runtime.output_dir))
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    recipe_cli.run(main)

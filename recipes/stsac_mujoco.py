@@ -4,7 +4,7 @@ python recipes/stsac_mujoco.py env=Hopper-v4                       # the actor l
 python recipes/stsac_mujoco.py env=Hopper-v4 leader=critic         # the critic leads
 python recipes/stsac_mujoco.py env=Hopper-v4 algo=sac              # plain SAC (TorchRL's settings)
 
-Every key of ``schema.StsacConfig`` is a ``key=value`` override; ``config_stsac.yaml`` is the
+Every key of ``recipe_schema.StsacConfig`` is a ``key=value`` override; ``config_stsac.yaml`` is the
 preset. The builders are shared with ``stac_mujoco.py``; only the loop below differs: collect
 ``frames_per_batch`` steps into a replay buffer, then ``utd_ratio`` updates per step, each on one
 minibatch and one noise draw for both players (leader: total derivative; follower: its own
@@ -26,15 +26,15 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torchrl.data import LazyTensorStorage, ReplayBuffer
 
-import cli
-from bookkeeping import RunTracker
-from checkpoints import complete, restore, resume_point, seed_everything, write_checkpoint
-from envs import check_env, make_collector, make_env
-from evaluation import evaluate
-from logs import PhaseTimer, make_logger
-from models import make_sac_models
-from objectives import make_optimizer, make_sac
-from schema import validate
+import recipe_cli
+from recipe_checkpoints import complete, restore, resume_point, seed_everything, write_checkpoint
+from recipe_envs import check_env, make_collector, make_env
+from recipe_evaluation import evaluate
+from recipe_logs import PhaseTimer, make_logger
+from recipe_losses import make_optimizer, make_sac
+from recipe_models import make_sac_models
+from recipe_schema import validate
+from recipe_tracker import RunTracker
 from torchrl_stac import plain_gradients
 
 
@@ -153,10 +153,10 @@ def train(cfg: DictConfig, run_dir: Path | None) -> dict[str, Any]:
 
 
 @hydra.main(config_path=".", config_name="config_stsac", version_base="1.3")
-@cli.one_line_errors
+@recipe_cli.one_line_errors
 def main(cfg: DictConfig) -> None:
     train(cfg, Path(HydraConfig.get().runtime.output_dir))
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    recipe_cli.run(main)

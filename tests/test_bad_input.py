@@ -13,7 +13,6 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
-sys.path.insert(0, str(RECIPES))
 
 BOX2D = importlib.util.find_spec("Box2D") is not None
 
@@ -84,8 +83,8 @@ def test_corrupted_checkpoint_is_one_line(tmp_path):
 
 
 def test_mujoco_missing_says_what_to_install(monkeypatch):
-    from envs import check_env
-    from schema import ConfigError
+    from recipe_envs import check_env
+    from recipe_schema import ConfigError
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mujoco" else real(name, *a))

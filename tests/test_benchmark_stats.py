@@ -1,18 +1,14 @@
-"""Statistics of the benchmark reports (benchmarks/stats.py, sample_efficiency.py) on data with known answers."""
+"""Statistics of the benchmark reports (benchmarks/bench_stats.py, sample_efficiency.py) on data with known answers."""
 
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-import sample_efficiency as se  # noqa: E402
-import stats  # noqa: E402
+import bench_sample_efficiency as se
+import bench_stats
 
 
 def records(returns: list[float]) -> list[dict]:
@@ -21,7 +17,7 @@ def records(returns: list[float]) -> list[dict]:
 
 
 def test_iqm_drops_the_outer_quartiles():
-    summary = stats.summarize(records([0.0, 1.0, 2.0, 3.0, 100.0, -100.0, 1.5, 2.5]))
+    summary = bench_stats.summarize(records([0.0, 1.0, 2.0, 3.0, 100.0, -100.0, 1.5, 2.5]))
     assert summary["final_iqm"] == pytest.approx(1.75)  # mean of the middle four: 1, 1.5, 2, 2.5
     assert summary["final_mean"] == pytest.approx(1.25)
     assert summary["auc_mean"] == pytest.approx(0.625)  # trapezoid from 0 to the final return
@@ -30,32 +26,33 @@ def test_iqm_drops_the_outer_quartiles():
 def test_bootstrap_ci_covers_the_mean_shrinks_with_n_and_is_reproducible():
     rng = np.random.default_rng(0)
     small, large = rng.normal(10, 2, 10), rng.normal(10, 2, 1000)
-    summary = stats.summarize(records(list(small)))
+    summary = bench_stats.summarize(records(list(small)))
     low, high = summary["final_ci"]
     assert low < small.mean() < high
-    low_l, high_l = stats.summarize(records(list(large)))["final_ci"]
+    low_l, high_l = bench_stats.summarize(records(list(large)))["final_ci"]
     assert high_l - low_l < (high - low) / 5
     assert low_l < 10 < high_l
-    assert stats.summarize(records(list(small))) == summary  # fixed bootstrap seed: same report
+    assert bench_stats.summarize(records(list(small))) == summary  # fixed bootstrap seed: same report
 
 
 def test_probability_of_improvement_counts_pairs():
-    first, second = stats.summarize(records([1.0, 2.0, 3.0])), stats.summarize(records([2.0, 0.0]))
+    first, second = bench_stats.summarize(records([1.0, 2.0, 3.0])), bench_stats.summarize(records([2.0, 0.0]))
     pairs = [(x, y) for x in (1.0, 2.0, 3.0) for y in (2.0, 0.0)]
     exact = sum((x > y) + 0.5 * (x == y) for x, y in pairs) / len(pairs)  # ties count one half
-    point, (low, high) = stats.probability_of_improvement(first, second)
+    point, (low, high) = bench_stats.probability_of_improvement(first, second)
     assert point == pytest.approx(exact)
     assert 0.0 <= low <= point <= high <= 1.0
-    assert stats.improvement_line(first, second, ("A", "B")).startswith(f"P(A > B): final {exact:.2f} [")
+    assert bench_stats.improvement_line(first, second, ("A", "B")).startswith(f"P(A > B): final {exact:.2f} [")
 
 
 def test_verdict_needs_separated_intervals():
     stac = {"final_mean": 400.0, "final_ci": (380.0, 420.0), "auc_mean": 300.0, "auc_ci": (290.0, 310.0)}
-    assert stats.verdict(stac, {"final_mean": 200.0, "final_ci": (150.0, 250.0)}).startswith("STAC wins")
-    assert stats.verdict(stac, {"final_mean": 390.0, "final_ci": (350.0, 430.0)}).startswith("tie")
-    assert stats.verdict(stac, {"final_mean": 480.0, "final_ci": (470.0, 490.0)}).startswith("STAC loses")
+    assert bench_stats.verdict(stac, {"final_mean": 200.0, "final_ci": (150.0, 250.0)}).startswith("STAC wins")
+    assert bench_stats.verdict(stac, {"final_mean": 390.0, "final_ci": (350.0, 430.0)}).startswith("tie")
+    assert bench_stats.verdict(stac, {"final_mean": 480.0, "final_ci": (470.0, 490.0)}).startswith("STAC loses")
     assert (
-        stats.verdict(stac, {"auc_mean": 100.0, "auc_ci": (90.0, 110.0)}, "auc") == "STAC wins: +200.0 (300.0 vs 100.0)"
+        bench_stats.verdict(stac, {"auc_mean": 100.0, "auc_ci": (90.0, 110.0)}, "auc")
+        == "STAC wins: +200.0 (300.0 vs 100.0)"
     )
 
 
@@ -133,15 +130,15 @@ def test_claims_name_the_best_group_and_whether_it_is_clear():
 
 
 def test_throughput_medians_are_per_key_and_keep_missing_sb3():
-    import throughput
+    import bench_throughput
 
     rounds = [{"ratios": {"collection_over_raw": r, "stac_over_sb3_a2c": None}} for r in (0.82, 0.56, 0.79)]
-    medians = throughput.median_of(rounds, "ratios")
+    medians = bench_throughput.median_of(rounds, "ratios")
     assert medians == {"collection_over_raw": 0.79, "stac_over_sb3_a2c": None}
 
 
 def test_offpolicy_diagnostics_table_pools_seeds_and_splits_at_half_the_frames():
-    import offpolicy
+    import bench_offpolicy
 
     def run(ratios: list[float], flags: list[float], eigenvalues: bool = False) -> dict:
         frames = [1000 * (i + 1) for i in range(len(ratios))]
@@ -161,7 +158,7 @@ def test_offpolicy_diagnostics_table_pools_seeds_and_splits_at_half_the_frames()
         "Hopper-v4/sac": [{"diagnostics": {}}],  # no Stackelberg diagnostics: no row
         "Hopper-v4/stsac_actor_eig": [run([1.0, 2.0, 3.0, 4.0], [0, 0, 0, 0], eigenvalues=True)],
     }
-    rows = offpolicy.diagnostics_table(groups)
+    rows = bench_offpolicy.diagnostics_table(groups)
     assert len(rows) == 6  # header, rule, "all" and "second half" of the two Stackelberg groups
     cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows[2:]]
     # all: median of 1..8 = 4.5, share of flags 5/8; second half (frames > 2000): median of 3,4,7,8 = 5.5, 4/4
@@ -174,11 +171,13 @@ def test_offpolicy_diagnostics_table_pools_seeds_and_splits_at_half_the_frames()
 
 
 def test_offpolicy_tagged_variants_list_only_the_overrides_that_set_them_apart():
-    import offpolicy
+    import bench_offpolicy
 
     shared = ["total_frames=100000", "threads=1", "logger=csv", "eval_interval=5000", "checkpoint_interval=10000"]
     groups = {
         "Hopper-v4/sac": [{"tag": "", "overrides": shared}],
         "Hopper-v4/stsac_actor_lam": [{"tag": "lam", "overrides": [*shared, "regularization=100"]}] * 2,
     }
-    assert offpolicy.tagged_variants(groups) == ["- `Hopper-v4/stsac_actor_lam` (2 seed(s)): `regularization=100`"]
+    assert bench_offpolicy.tagged_variants(groups) == [
+        "- `Hopper-v4/stsac_actor_lam` (2 seed(s)): `regularization=100`"
+    ]

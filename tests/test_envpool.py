@@ -15,7 +15,6 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "recipes"))
 
 INSTALLED = all(importlib.util.find_spec(name) is not None for name in ("envpool", "gym", "treevalue"))
 needs_envpool = pytest.mark.skipif(not INSTALLED, reason="envpool extra not installed (pip install -e '.[envpool]')")
@@ -39,7 +38,7 @@ def test_envpool_backend_without_the_extra_says_what_to_install(tmp_path):
 
 @needs_envpool
 def test_episodes_end_with_their_own_final_observation_and_restart():
-    from envs import make_env
+    from recipe_envs import make_env
 
     env = make_env("Hopper-v4", 4, backend="envpool")
     env.set_seed(0)
@@ -61,7 +60,7 @@ def test_episodes_end_with_their_own_final_observation_and_restart():
 
 @needs_envpool
 def test_seeds_beyond_int32_are_folded_deterministically():
-    from envs import make_env
+    from recipe_envs import make_env
 
     env = make_env("Hopper-v4", 4, backend="envpool")
     first = [env.set_seed(seed) for seed in (0, 2**32 - 7)]  # collector workers chain 32-bit unsigned seeds

@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
+import stac_mujoco
+import stsac_mujoco
+from recipe_checkpoints import list_checkpoints
+from recipe_schema import ConfigError, load_config
+from stac_mujoco import train
+
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
-sys.path.insert(0, str(RECIPES))
 
-import stac_mujoco  # noqa: E402
-import stsac_mujoco  # noqa: E402
-from checkpoints import list_checkpoints  # noqa: E402
-from schema import ConfigError, load_config  # noqa: E402
-from stac_mujoco import train  # noqa: E402
 
 TINY = ["critic_steps=2", "eval_episodes=1", "threads=1", "num_envs=2", "collector_workers=1"]
 
@@ -229,8 +229,8 @@ def test_regularization_schedule_from_the_command_line(tmp_path):
 
 
 def test_collector_workers_act_with_the_latest_weights():
-    from envs import make_collector, make_env, start_fresh_episodes
-    from models import make_models
+    from recipe_envs import make_collector, make_env, start_fresh_episodes
+    from recipe_models import make_models
 
     cfg = load_config("config_mujoco", [*TINY, "num_envs=4", "collector_workers=2", "frames_per_batch=200"])
     actor, _ = make_models(make_env(cfg.env), cfg.num_cells, "cpu")

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from recipe_checkpoints import list_checkpoints
+from recipe_schema import ConfigError, load_config
+from stsac_mujoco import train
+
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
-sys.path.insert(0, str(RECIPES))
 
-from checkpoints import list_checkpoints  # noqa: E402
-from schema import ConfigError, load_config  # noqa: E402
-from stsac_mujoco import train  # noqa: E402
 
 TINY = [
     "num_cells=[16,16]",

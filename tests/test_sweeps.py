@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+import bench_ppo
+import bench_sample_efficiency
 
-import ppo  # noqa: E402
-import sample_efficiency  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+
 
 TINY = ["total_frames=2000", "eval_interval=1000", "eval_episodes=1", "threads=1", "num_envs=2"]
 
@@ -79,46 +79,46 @@ def test_ray_launcher_multirun_on_a_local_ray_instance(tmp_path):
 
 
 def test_ppo_driver_runs_the_missing_runs_through_the_sweep_and_skips_finished_ones(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(ppo, "RESULTS", tmp_path / "results")
-    monkeypatch.setattr(ppo, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(bench_ppo, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(bench_ppo, "RUNS", tmp_path / "runs")
     args = argparse.Namespace(
         envs="Hopper-v4", algos="ac,stac", seeds="0", tag="", frames=2048, jobs=2, launcher="joblib",
         overrides=["ppo_epochs=1", "eval_episodes=1", "num_envs=2"],
     )  # fmt: skip
-    ppo.command_run(args)
+    bench_ppo.command_run(args)
     for algo in ("ac", "stac"):
         record = json.loads((tmp_path / "results" / f"Hopper-v4_{algo}_seed0.json").read_text())
         assert record["eval_curve"][-1][0] == 2048 and record["algo"] == algo
         assert "ppo_epochs=1" in record["overrides"]
     assert "correction_ratio_curve" in record  # the Stackelberg run logged its correction
-    ppo.command_run(args)
+    bench_ppo.command_run(args)
     assert "0 runs to do" in capsys.readouterr().out
 
 
 def test_sample_efficiency_driver_uses_one_multirun_per_preset(tmp_path, monkeypatch):
-    monkeypatch.setattr(sample_efficiency, "RESULTS", tmp_path / "results")
-    monkeypatch.setattr(sample_efficiency, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(bench_sample_efficiency, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(bench_sample_efficiency, "RUNS", tmp_path / "runs")
     tiny = ["total_frames=2000", "eval_interval=1000", "eval_episodes=1", "num_envs=2"]
-    monkeypatch.setattr(sample_efficiency, "CELLS", {"tiny": ("config_cartpole", tiny, "CartPole, tiny")})
+    monkeypatch.setattr(bench_sample_efficiency, "CELLS", {"tiny": ("config_cartpole", tiny, "CartPole, tiny")})
     args = argparse.Namespace(only="", seeds="0", algos="stac,ac", k="1", jobs=2, launcher="joblib", overrides=[])
-    sample_efficiency.command_run(args)
+    bench_sample_efficiency.command_run(args)
     for algo in ("stac", "ac"):
-        record = json.loads(sample_efficiency.result_path("tiny", algo, 1, 0).read_text())
+        record = json.loads(bench_sample_efficiency.result_path("tiny", algo, 1, 0).read_text())
         assert [frames for frames, _ in record["eval_curve"]] == [1000, 2000]
         assert (record["config"]["algo"], record["config"]["critic_steps"]) == (algo, 1)
 
 
 def test_offpolicy_driver_records_curves_and_stackelberg_diagnostics(tmp_path, monkeypatch):
-    import offpolicy
+    import bench_offpolicy
 
-    monkeypatch.setattr(offpolicy, "RESULTS", tmp_path / "results")
-    monkeypatch.setattr(offpolicy, "RUNS", tmp_path / "runs")
-    monkeypatch.setattr(offpolicy, "EVAL", ["eval_interval=200", "eval_episodes=1"])
+    monkeypatch.setattr(bench_offpolicy, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(bench_offpolicy, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(bench_offpolicy, "EVAL", ["eval_interval=200", "eval_episodes=1"])
     args = argparse.Namespace(
         envs="Hopper-v4", variants="sac,stsac_critic", seeds="0", tag="", frames=400, jobs=2, launcher="joblib",
         overrides=["frames_per_batch=100", "batch_size=32", "num_cells=[16,16]", "correction_every=1"],
     )  # fmt: skip
-    offpolicy.command_run(args)
+    bench_offpolicy.command_run(args)
     sac = json.loads((tmp_path / "results" / "Hopper-v4_sac_seed0.json").read_text())
     stsac = json.loads((tmp_path / "results" / "Hopper-v4_stsac_critic_seed0.json").read_text())
     assert [frames for frames, _ in stsac["eval_curve"]] == [200, 400]
@@ -130,33 +130,33 @@ def test_offpolicy_driver_records_curves_and_stackelberg_diagnostics(tmp_path, m
 
 
 def test_launch_polls_while_the_sweep_runs_so_finished_runs_are_collected_before_it_ends(tmp_path):
-    import sweep
+    import bench_sweep
 
     runs = {"first": {"seed": 0}, "second": {"seed": 1}}
     seen = []  # at each poll: which runs were completed (last checkpoint and summary written)
 
     def poll() -> None:
-        seen.append(tuple(sweep.completed(tmp_path / name, 2000) for name in runs))
+        seen.append(tuple(bench_sweep.completed(tmp_path / name, 2000) for name in runs))
 
     common = [*TINY, "logger=csv"]
-    result = sweep.launch("stac_cartpole.py", "config_cartpole", runs, tmp_path, common, "joblib", 1, poll, 0.2)
-    assert result.returncode == 0, sweep.log_tail(tmp_path)
+    result = bench_sweep.launch("stac_cartpole.py", "config_cartpole", runs, tmp_path, common, "joblib", 1, poll, 0.2)
+    assert result.returncode == 0, bench_sweep.log_tail(tmp_path)
     assert (True, False) in seen  # the first run was collectable while the second still trained
-    assert all(sweep.completed(tmp_path / name, 2000) for name in runs)
+    assert all(bench_sweep.completed(tmp_path / name, 2000) for name in runs)
 
 
 def test_a_run_with_its_last_checkpoint_but_no_summary_is_finished_but_not_completed(tmp_path):
-    import sweep
+    import bench_sweep
 
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "frames_000000002000.pt").write_bytes(b"")
-    assert sweep.finished(tmp_path, 2000) and not sweep.completed(tmp_path, 2000)
+    assert bench_sweep.finished(tmp_path, 2000) and not bench_sweep.completed(tmp_path, 2000)
     (tmp_path / "summary.json").write_text("{}")
-    assert sweep.completed(tmp_path, 2000) and not sweep.completed(tmp_path, 4000)
+    assert bench_sweep.completed(tmp_path, 2000) and not bench_sweep.completed(tmp_path, 4000)
 
 
 def test_collect_writes_only_the_missing_result_files_of_ready_runs_and_names_the_rest(tmp_path, capsys):
-    import sweep
+    import bench_sweep
 
     def run_dir(name: str, checkpoint_frames: int, summary: bool) -> Path:
         (tmp_path / name / "checkpoints").mkdir(parents=True)
@@ -167,13 +167,13 @@ def test_collect_writes_only_the_missing_result_files_of_ready_runs_and_names_th
 
     written = []
 
-    def result(name: str, checkpoint_frames: int, summary: bool) -> sweep.Result:
+    def result(name: str, checkpoint_frames: int, summary: bool) -> bench_sweep.Result:
         def write() -> str:
             written.append(name)
-            sweep.write_json(tmp_path / f"{name}.json", {})
+            bench_sweep.write_json(tmp_path / f"{name}.json", {})
             return f"{name}: written"
 
-        return sweep.Result(tmp_path / f"{name}.json", run_dir(name, checkpoint_frames, summary), 2000, write)
+        return bench_sweep.Result(tmp_path / f"{name}.json", run_dir(name, checkpoint_frames, summary), 2000, write)
 
     results = {
         "done": result("done", 2000, summary=True),
@@ -181,8 +181,8 @@ def test_collect_writes_only_the_missing_result_files_of_ready_runs_and_names_th
         "saving": result("saving", 2000, summary=False),  # last checkpoint written, process not done
         "collected": result("collected", 2000, summary=True),
     }
-    sweep.write_json(tmp_path / "collected.json", {"kept": True})
-    assert sweep.collect(results) == ["midway", "saving"] and written == ["done"]
-    assert sweep.collect(results, sweep.finished) == ["midway"] and written == ["done", "saving"]
+    bench_sweep.write_json(tmp_path / "collected.json", {"kept": True})
+    assert bench_sweep.collect(results) == ["midway", "saving"] and written == ["done"]
+    assert bench_sweep.collect(results, bench_sweep.finished) == ["midway"] and written == ["done", "saving"]
     assert json.loads((tmp_path / "collected.json").read_text()) == {"kept": True}
     assert capsys.readouterr().out.splitlines() == ["done: written", "saving: written"]

@@ -1,6 +1,6 @@
 """Is training fast? Rates measured in one run on one machine, compared as ratios.
 
-    python benchmarks/throughput.py [--env Hopper-v4] [--frames 20000] [--rounds 3] [overrides ...]
+    python benchmarks/bench_throughput.py [--env Hopper-v4] [--frames 20000] [--rounds 3] [overrides ...]
 
 1. raw gymnasium ``env.step`` rate with random actions (the simulator's practical limit);
 2. the recipe's collection rate: torchrl ``Collector`` over the recipe's env and 64×64 actor;
@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT / "recipes"))
 
-from report import replace_section  # noqa: E402
+from bench_report import replace_section  # noqa: E402
 
 
 def raw_gym_rate(env_id: str, steps: int, seed: int = 0) -> float:
@@ -58,7 +58,7 @@ def raw_gym_rate(env_id: str, steps: int, seed: int = 0) -> float:
 
 
 def recipe_config(env_id: str, overrides: list[str]):
-    from schema import load_config
+    from recipe_schema import load_config
 
     name = "config_cartpole" if env_id.startswith("CartPole") else "config_mujoco"
     return load_config(name, [f"env={env_id}", *overrides])
@@ -66,8 +66,8 @@ def recipe_config(env_id: str, overrides: list[str]):
 
 def collection_rate(env_id: str, frames: int, overrides: list[str]) -> float:
     """The recipe's collector (its num_envs and collector_workers) with the recipe's actor."""
-    from envs import make_collector, make_env, start_fresh_episodes
-    from models import make_models
+    from recipe_envs import make_collector, make_env, start_fresh_episodes
+    from recipe_models import make_models
 
     cfg = recipe_config(env_id, overrides)
     actor, _ = make_models(make_env(env_id, 1), list(cfg.num_cells), "cpu")

@@ -1,6 +1,6 @@
 """What does the Stackelberg correction cost inside PPO? Plain PPO and Stackelberg-PPO, same run.
 
-    python benchmarks/ppo_overhead.py [--env Hopper-v4] [--frames 16384] [--rounds 3] [overrides ...]
+    python benchmarks/bench_ppo_overhead.py [--env Hopper-v4] [--frames 16384] [--rounds 3] [overrides ...]
 
 Each round trains the recipe's ``objective=ppo`` with ``algo=ac`` (plain PPO) and ``algo=stac``
 (one Hessian solve per batch, a correction per minibatch) for ``--frames`` frames at the recipe's
@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "recipes"))
 
 
 def seconds_per_frame(env_id: str, algo: str, frames: int, overrides: list[str]) -> dict:
-    from schema import load_config
+    from recipe_schema import load_config
     from stac_mujoco import train
 
     budget = [

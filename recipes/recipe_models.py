@@ -9,7 +9,7 @@ from torchrl.data import Categorical, OneHot
 from torchrl.envs import EnvBase
 from torchrl.modules import MLP, OneHotCategorical, ProbabilisticActor, TanhNormal, ValueOperator
 
-from schema import ConfigError
+from recipe_schema import ConfigError
 
 
 def make_models(

@@ -4,7 +4,7 @@
 ``config_mujoco.yaml`` and ``config_cartpole.yaml`` are presets over it. Hydra rejects a value of
 the wrong type (``critic_steps=1.5``) or an unknown key while composing; :func:`validate` then
 checks ranges, choices and the rules that tie keys together. Both end in one line naming the key,
-the value and what is allowed (see ``cli.py``).
+the value and what is allowed (see ``recipe_cli.py``).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from schema import RESUME_MAY_CHANGE, ConfigError
+from recipe_schema import RESUME_MAY_CHANGE, ConfigError
 
 CHECKPOINT_DIR = "checkpoints"
 KEEP = 2

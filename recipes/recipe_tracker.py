@@ -19,8 +19,8 @@ from tensordict import TensorDictBase
 from torchrl.record.loggers import Logger
 from tqdm import tqdm
 
-from envs import start_fresh_episodes
-from logs import PhaseTimer, log_scalars
+from recipe_envs import start_fresh_episodes
+from recipe_logs import PhaseTimer, log_scalars
 
 
 class RunTracker:

@@ -17,8 +17,8 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from checkpoints import AUTO, run_dir_of
-from schema import ConfigError, StacConfig, allowed, unknown_key
+from recipe_checkpoints import AUTO, run_dir_of
+from recipe_schema import ConfigError, StacConfig, allowed, unknown_key
 
 
 def _run_dir(resume: str | None, fresh: str) -> str:

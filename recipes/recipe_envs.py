@@ -27,7 +27,7 @@ from torchrl.envs import (
 from torchrl.envs.libs.envpool import MultiThreadedEnv
 from torchrl.envs.libs.gym import _conversion_registry, register_gym_spec_conversion
 
-from schema import ConfigError
+from recipe_schema import ConfigError
 
 
 def check_env(env_id: str, backend: str = "gymnasium") -> None:
