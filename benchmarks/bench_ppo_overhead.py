@@ -2,7 +2,7 @@
 
     python benchmarks/bench_ppo_overhead.py [--env Hopper-v4] [--frames 16384] [--rounds 3] [overrides ...]
 
-Each round trains the recipe's ``objective=ppo`` with ``algo=ac`` (plain PPO) and ``algo=stac``
+Each round trains the ``recipes/stppo_mujoco.py`` with ``algo=ac`` (plain PPO) and ``algo=stac``
 (one Hessian solve per batch, a correction per minibatch) for ``--frames`` frames at the recipe's
 PPO defaults, back to back, and compares their seconds per frame (all phases: collection,
 advantages, updates, correction; evaluation and checkpoints excluded). Prints per round and the
@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "recipes"))
 
 def seconds_per_frame(env_id: str, algo: str, frames: int, overrides: list[str]) -> dict:
     from recipe_schema import load_config
-    from stac_mujoco import train
+    from stppo_mujoco import train
 
     budget = [
         f"total_frames={frames}",
@@ -38,7 +38,7 @@ def seconds_per_frame(env_id: str, algo: str, frames: int, overrides: list[str])
         f"eval_interval={10 * frames}",
         f"checkpoint_interval={10 * frames}",
     ]
-    cfg = load_config("config_mujoco", ["objective=ppo", f"env={env_id}", f"algo={algo}", *budget, *overrides])
+    cfg = load_config("config_stppo", [f"env={env_id}", f"algo={algo}", *budget, *overrides])
     with tempfile.TemporaryDirectory() as run_dir:
         summary = train(cfg, Path(run_dir))
     phases = summary["phase_seconds"]

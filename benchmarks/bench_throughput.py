@@ -71,7 +71,15 @@ def collection_rate(env_id: str, frames: int, overrides: list[str]) -> float:
 
     cfg = recipe_config(env_id, overrides)
     actor, _ = make_models(make_env(env_id, 1), list(cfg.num_cells), "cpu")
-    collector = make_collector(cfg, actor, total_frames=frames + cfg.frames_per_batch)
+    collector = make_collector(
+        env_id,
+        actor,
+        frames_per_batch=cfg.frames_per_batch,
+        total_frames=frames + cfg.frames_per_batch,
+        num_envs=cfg.num_envs,
+        workers=cfg.collector_workers,
+        backend=cfg.env_backend,
+    )
     start_fresh_episodes(collector, 0)
     iterator = iter(collector)
     next(iterator)  # warm-up batch, not timed

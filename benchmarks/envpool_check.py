@@ -5,7 +5,7 @@
 Policies: the recipe's actor at its seeded initialisation (untrained: short episodes, how the
 hopper falls) and, with ``--checkpoint``, a trained run's actor with its observation statistics
 (long episodes: the locomotion dynamics). Each runs ``--episodes`` deterministic episodes on each
-backend (``recipes/recipe_evaluation.py``; episode i seeded 1000 + i). The two simulators draw their
+backend (``recipes/recipe_envs.py``, ``evaluate``; episode i seeded 1000 + i). The two simulators draw their
 initial-state noise from different generators, so episodes are compared as samples: the difference
 of the mean returns in standard errors. Writes ``benchmarks/results/envpool_check.json``.
 """
@@ -26,10 +26,11 @@ RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT / "recipes"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from evaluate import saved_actor, saved_recipe  # noqa: E402
+
 from bench_report import replace_section  # noqa: E402
 from recipe_checkpoints import load_checkpoint  # noqa: E402
-from recipe_envs import check_env, frozen_observation_norm, make_env  # noqa: E402
-from recipe_evaluation import evaluate  # noqa: E402
+from recipe_envs import check_env, evaluate, frozen_observation_norm, make_env  # noqa: E402
 from recipe_models import make_models  # noqa: E402
 
 BACKENDS = ("gymnasium", "envpool")
@@ -43,11 +44,10 @@ def policies(env_id: str, checkpoint: str | None):
     if checkpoint:
         state, path = load_checkpoint(checkpoint, "--checkpoint")
         run = state["config"]
-        actor, _ = make_models(make_env(env_id, 1), run["num_cells"], "cpu", ppo=run.get("objective") == "ppo")
-        actor.load_state_dict(state["actor"])
+        actor = saved_actor(state, make_env(env_id, 1), "cpu")
         frames = state["counters"]["frames"]
         yield (
-            f"{run['algo']} {run.get('objective', 'pg')} after {frames} frames ({path.name})",
+            f"{saved_recipe(state)} {run['algo']} after {frames} frames ({path.name})",
             actor,
             state.get("observation_norm"),
         )

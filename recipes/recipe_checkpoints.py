@@ -168,15 +168,6 @@ def complete(cfg: DictConfig, state: dict[str, Any] | None) -> bool:
     return state is not None and state["counters"]["frames"] >= cfg.total_frames
 
 
-def write_checkpoint(
-    run_dir: Path, stateful: dict[str, Any], counters: dict[str, int], cfg: DictConfig, logger
-) -> Path:
-    """Save the training state (and a W&B logger's run id) as the run's newest checkpoint."""
-    state = training_state(stateful, counters, cfg)
-    state["logger"] = logger.state_dict() if cfg.logger == "wandb" else None
-    return save_checkpoint(run_dir, state)
-
-
 def check_resumable(cfg: DictConfig, state: dict[str, Any], location: str, allow_complete: bool = False) -> None:
     """A resumed run must keep the keys that define the experiment; the message lists what to pass.
     A finished run (``total_frames`` reached) is an error unless ``allow_complete``."""

@@ -1,9 +1,11 @@
-"""Environments and collectors: checking an env id, building envs, the on-policy collector."""
+"""Environments: checking an env id, building envs and collectors, deterministic evaluation."""
 
 from __future__ import annotations
 
+import copy
 import difflib
 import importlib.util
+from collections.abc import Callable
 from functools import partial
 
 import gymnasium
@@ -16,6 +18,8 @@ from torchrl.envs import (
     ClipTransform,
     Compose,
     DoubleToFloat,
+    EnvBase,
+    ExplorationType,
     GymEnv,
     GymWrapper,
     InitTracker,
@@ -23,6 +27,7 @@ from torchrl.envs import (
     StepCounter,
     TransformedEnv,
     VecNormV2,
+    set_exploration_type,
 )
 from torchrl.envs.libs.envpool import MultiThreadedEnv
 from torchrl.envs.libs.gym import _conversion_registry, register_gym_spec_conversion
@@ -171,36 +176,97 @@ def observation_norm(env: TransformedEnv) -> VecNormV2 | None:
 
 
 def make_collector(
-    cfg: DictConfig, actor, total_frames: int, env: TransformedEnv | None = None
+    env_id: str,
+    actor,
+    *,
+    frames_per_batch: int,
+    total_frames: int,
+    num_envs: int = 1,
+    workers: int = 1,
+    device: str = "cpu",
+    backend: str = "gymnasium",
+    env: TransformedEnv | None = None,
 ) -> Collector | MultiSyncCollector:
-    """On-policy collector: in this process, or ``collector_workers`` processes splitting ``num_envs``.
+    """A collector in this process (``workers=1``: ``env``, or ``num_envs`` fresh envs), or ``workers``
+    processes splitting ``num_envs``.
 
-    Episodes run on across batches (a batch's last step bootstraps from the critic). With several
-    workers, each holds a copy of the actor refreshed before every batch and the batch is stacked
-    ``[workers, num_envs / workers, T]``. ``env``: the in-process training env (one worker), if
-    the caller built it (e.g. to read its observation statistics).
+    Episodes run on across batches. With several workers, each holds a copy of the actor refreshed
+    before every batch and the batch is stacked ``[workers, num_envs / workers, T]``.
     """
-    if cfg.collector_workers == 1:
-        if env is None:
-            env = make_env(cfg.env, cfg.num_envs, cfg.device, cfg.normalize_observations, cfg.env_backend)
-        return Collector(
-            env, actor, frames_per_batch=cfg.frames_per_batch, total_frames=total_frames, device=cfg.device
-        )
-    workers_envs = cfg.num_envs // cfg.collector_workers
-    worker_env = partial(make_env, cfg.env, workers_envs, cfg.device, backend=cfg.env_backend)
+    if workers == 1:
+        env = env if env is not None else make_env(env_id, num_envs, device, backend=backend)
+        return Collector(env, actor, frames_per_batch=frames_per_batch, total_frames=total_frames, device=device)
+    worker_env = partial(make_env, env_id, num_envs // workers, device, backend=backend)
     return MultiSyncCollector(
-        [worker_env] * cfg.collector_workers,
+        [worker_env] * workers,
         actor,
-        frames_per_batch=cfg.frames_per_batch,
+        frames_per_batch=frames_per_batch,
         total_frames=total_frames,
-        device=cfg.device,
+        device=device,
         cat_results="stack",
         update_at_each_batch=True,  # on-policy: workers act with the weights of the latest actor step
         num_threads=torch.get_num_threads(),  # keep this process's threads for the update
     )
 
 
+def onpolicy_collector(
+    cfg: DictConfig, actor, total_frames: int, saved_norm: dict | None
+) -> tuple[Collector | MultiSyncCollector, VecNormV2 | None]:
+    """The on-policy recipes' collector and, with ``normalize_observations``, its running observation
+    statistics (part of the training state: empty, or ``saved_norm`` on resume).
+
+    With one worker the training envs live in this process (so do the statistics).
+    """
+    train_env = None
+    if cfg.collector_workers == 1:
+        train_env = make_env(cfg.env, cfg.num_envs, cfg.device, cfg.normalize_observations, cfg.env_backend)
+    norm = observation_norm(train_env) if train_env is not None else None
+    empty_norm = copy.deepcopy(norm.state_dict()) if norm is not None else None
+    collector = make_collector(
+        cfg.env,
+        actor,
+        frames_per_batch=cfg.frames_per_batch,
+        total_frames=total_frames,
+        num_envs=cfg.num_envs,
+        workers=cfg.collector_workers,
+        device=cfg.device,
+        backend=cfg.env_backend,
+        env=train_env,
+    )
+    if norm is not None:  # building the collector reset the env once, unseeded: start again from the statistics
+        norm.load_state_dict(saved_norm if saved_norm is not None else empty_norm)
+    return collector, norm
+
+
+def policy_evaluator(
+    actor, eval_env: EnvBase, cfg: DictConfig, norm: VecNormV2 | None = None
+) -> Callable[[int], list[float]]:
+    """``seed -> returns`` of ``cfg.eval_episodes`` deterministic episodes; with observation
+    statistics, in a fresh env holding a frozen copy of them."""
+
+    def evaluate_policy(seed: int) -> list[float]:
+        env = make_env(cfg.env, 1, cfg.device, norm.frozen_copy()) if norm is not None else eval_env
+        returns = evaluate(actor, env, cfg.eval_episodes, seed)
+        if env is not eval_env:
+            env.close()
+        return returns
+
+    return evaluate_policy
+
+
 def start_fresh_episodes(collector: Collector | MultiSyncCollector, seed: int) -> None:
     """Seed the collector's envs (and its workers' torch/numpy RNGs) and reset every env."""
     collector.set_seed(seed)
     collector.reset()
+
+
+def evaluate(actor, env: EnvBase, episodes: int, seed: int) -> list[float]:
+    """Returns of ``episodes`` full episodes with the deterministic policy (the distribution's
+    deterministic sample); episode ``i`` is seeded ``seed + i``."""
+    returns = []
+    with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
+        for episode in range(episodes):
+            env.set_seed(seed + episode)
+            rollout = env.rollout(max_steps=100_000, policy=actor, break_when_any_done=True)
+            returns.append(float(rollout["next", "reward"].sum()))
+    return returns

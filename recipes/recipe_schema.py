@@ -1,7 +1,9 @@
 """The recipes' configuration schema: every key with its type, default and allowed values.
 
-``StacConfig`` is a Hydra structured config, stored in Hydra's ConfigStore as ``stac_schema``;
-``config_mujoco.yaml`` and ``config_cartpole.yaml`` are presets over it. Hydra rejects a value of
+One dataclass per recipe, each a Hydra structured config in Hydra's ConfigStore: ``StacConfig``
+(``stac_schema``; presets ``config_mujoco.yaml``, ``config_cartpole.yaml``), ``StppoConfig``
+(``stppo_schema``; ``config_stppo.yaml``), ``StsacConfig`` (``stsac_schema``; ``config_stsac.yaml``)
+and ``EvaluateConfig``. Hydra rejects a value of
 the wrong type (``critic_steps=1.5``) or an unknown key while composing; :func:`validate` then
 checks ranges, choices and the rules that tie keys together. Both end in one line naming the key,
 the value and what is allowed (see ``recipe_cli.py``).
@@ -43,19 +45,17 @@ def _key(
 
 
 @dataclass
-class StacConfig:
-    """STAC / AC on a Gymnasium task. Defaults: the MuJoCo preset (the paper's Figure 1 settings)."""
+class OnPolicyConfig:
+    """The keys the paper's loop and PPO share. Defaults: the paper's Figure 1 MuJoCo settings."""
 
     env: str = "Hopper-v4"  # any Gymnasium id with a flat Box observation and Box or Discrete actions
     seed: int = 0  # seeds torch, numpy, python and the envs
     algo: str = _key("stac", choices=("stac", "ac"))  # ac: the same run without the correction
-    objective: str = _key("pg", choices=("pg", "ppo"))  # set by the objective group: objective=ppo
     total_frames: int = _key(1_000_000, low=1)  # environment steps to train for
-    frames_per_batch: int = _key(4000, low=1)  # one actor step and k critic steps per batch
+    frames_per_batch: int = _key(4000, low=1)  # env steps per collected batch
     num_envs: int = _key(32, low=1)  # envs stepped together; batches of shape [num_envs, T]
     collector_workers: int = _key(2, low=1)  # processes splitting num_envs; 1: in this process
     env_backend: str = _key("gymnasium", choices=("gymnasium", "envpool"))  # envpool: C++ threads (training envs)
-    critic_steps: int = _key(80, low=1)  # k, unrolled critic steps per batch (paper: k in {1, 80})
     regularization: float = _key(500.0, low=0.0)  # λ (at the first update, when it decays)
     regularization_decay: str = _key("none", choices=("none", "exp"))  # exp: λ halves every half-life
     regularization_half_life: float = _key(100.0, above=0.0)  # in actor updates (batches)
@@ -66,21 +66,14 @@ class StacConfig:
     optimizer: str = _key("sgd", choices=("sgd", "adam"))  # sgd: the paper's plain gradient steps
     gamma: float = _key(0.99, low=0.0, high=1.0)
     gae_lambda: float = _key(0.95, low=0.0, high=1.0)  # GAE for the actor's advantages
-    normalize_advantage: bool = True  # Â / std(Â): scale-free actor learning rates
     max_grad_norm: float | None = _key(1.0, above=0.0)  # clip the actor's total gradient; null: off
     entropy_coeff: float | None = _key(None, low=0.0)  # no entropy bonus in the paper
-    critic_minibatch_size: int | None = _key(None, low=1)  # null: full-batch critic steps (paper)
-    cg_iterations: int = _key(10, low=1)
+    cg_iterations: int = _key(10, low=1)  # CG iterations of the solve (H + λI) x = b
     hessian: str = _key("exact", choices=("exact", "gauss_newton"))  # critic Hessian in the solve
     curvature_fallback: str | None = _key("gauss_newton", choices=("gauss_newton", None))
     start_states: str = _key("all", choices=("all", "initial"))
     num_cells: list[int] = _key([64, 64], low=1)  # tanh MLPs for actor and critic (paper)
     normalize_observations: bool = False  # running mean/std of observations (VecNorm), clipped to ±10
-    ppo_epochs: int = _key(10, low=1)  # objective=ppo: passes over each batch
-    ppo_minibatch_size: int = _key(64, low=1)  # objective=ppo: steps per minibatch
-    ppo_clip_epsilon: float = _key(0.2, above=0.0)  # objective=ppo: ClipPPOLoss's ε
-    ppo_critic_coef: float = _key(0.25, above=0.0)  # objective=ppo: weight of the l2 value loss
-    ppo_anneal: bool = True  # objective=ppo: learning rates decay linearly to 0 over the run (ε stays)
     eval_interval: int = _key(20_000, low=1)  # frames between deterministic evaluations
     eval_episodes: int = _key(5, low=1)
     checkpoint_interval: int = _key(100_000, low=1)  # frames between checkpoints (the last two kept)
@@ -88,6 +81,36 @@ class StacConfig:
     logger: str = _key("csv", choices=("csv", "tensorboard", "wandb", "none"))
     device: str = "cpu"  # torch device: cpu, cuda, cuda:1, ...
     threads: int = _key(0, low=0)  # torch threads; 0 keeps torch's default
+
+
+@dataclass
+class StacConfig(OnPolicyConfig):
+    """STAC / AC: the paper's Algorithm 1 (``recipes/stac_mujoco.py``)."""
+
+    critic_steps: int = _key(80, low=1)  # k, unrolled critic steps per batch (paper: k in {1, 80})
+    critic_minibatch_size: int | None = _key(None, low=1)  # null: full-batch critic steps (paper)
+    normalize_advantage: bool = True  # Â / std(Â): scale-free actor learning rates
+
+
+@dataclass
+class StppoConfig(OnPolicyConfig):
+    """Stackelberg-PPO / PPO (``recipes/stppo_mujoco.py``): TorchRL's MuJoCo PPO settings."""
+
+    frames_per_batch: int = _key(2048, low=1)
+    num_envs: int = _key(8, low=1)  # TorchRL steps one env; 8 in-process envs (T = 256) collect the same 2048 faster
+    collector_workers: int = _key(1, low=1)  # the observation statistics live in the training env
+    normalize_observations: bool = True
+    optimizer: str = _key("adam", choices=("sgd", "adam"))  # Adam(eps=1e-5), one per player
+    actor_lr: float = _key(3e-4, above=0.0)
+    critic_lr: float = _key(3e-4, above=0.0)
+    max_grad_norm: float | None = _key(0.5, above=0.0)  # PPO's usual clip (baselines, SB3, CleanRL)
+    regularization: float = _key(1e6, low=0.0)  # λ relative to the critic Hessian's mean diagonal (benchmarked)
+    regularization_scale: str = _key("trace", choices=("absolute", "trace"))
+    ppo_epochs: int = _key(10, low=1)  # passes over each batch
+    ppo_minibatch_size: int = _key(64, low=1)  # steps per minibatch
+    ppo_clip_epsilon: float = _key(0.2, above=0.0)  # ClipPPOLoss's ε
+    ppo_critic_coef: float = _key(0.25, above=0.0)  # weight of the l2 value loss
+    ppo_anneal: bool = True  # learning rates decay linearly to 0 over the run (ε stays)
 
 
 @dataclass
@@ -144,6 +167,7 @@ class EvaluateConfig:
 
 
 ConfigStore.instance().store(name="stac_schema", node=StacConfig)
+ConfigStore.instance().store(name="stppo_schema", node=StppoConfig)
 ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
 ConfigStore.instance().store(name="stsac_schema", node=StsacConfig)
 
@@ -156,7 +180,9 @@ RESUME_MAY_CHANGE = frozenset(
 def _schema_for(cfg: DictConfig) -> type:
     if "checkpoint" in cfg:
         return EvaluateConfig
-    return StsacConfig if "leader" in cfg else StacConfig
+    if "leader" in cfg:
+        return StsacConfig
+    return StppoConfig if "ppo_epochs" in cfg else StacConfig
 
 
 def allowed(schema: type, name: str) -> str:
@@ -221,7 +247,7 @@ def validate(cfg: DictConfig) -> None:
         if not all(isinstance(v, bool) or _in_range(v, meta) for v in items if not isinstance(v, str)):
             raise _bad(schema, spec.name, list(value) if isinstance(value, ListConfig) else value)
     check_device(cfg.device)
-    if schema is StacConfig:
+    if schema in (StacConfig, StppoConfig):
         _check_training_rules(cfg)
     if schema is StsacConfig and cfg.update_order == "critic_first" and cfg.algo != "sac":
         raise ConfigError("update_order=critic_first is a plain-SAC option: use algo=sac (or update_order=joint).")
@@ -234,7 +260,7 @@ def _check_training_rules(cfg: DictConfig) -> None:
         raise ConfigError(f"frames_per_batch={cfg.frames_per_batch} must be a multiple of num_envs={cfg.num_envs}.")
     if cfg.num_envs % cfg.collector_workers:
         raise ConfigError(f"num_envs={cfg.num_envs} must be a multiple of collector_workers={cfg.collector_workers}.")
-    if cfg.critic_minibatch_size is not None and cfg.critic_minibatch_size > cfg.frames_per_batch:
+    if cfg.get("critic_minibatch_size") is not None and cfg.critic_minibatch_size > cfg.frames_per_batch:
         raise ConfigError(
             f"critic_minibatch_size={cfg.critic_minibatch_size} must be <= frames_per_batch={cfg.frames_per_batch}."
         )
@@ -248,7 +274,7 @@ def _check_training_rules(cfg: DictConfig) -> None:
             "normalize_observations=true needs collector_workers=1 (the running statistics live in the "
             f"training env), got collector_workers={cfg.collector_workers}."
         )
-    if cfg.objective == "ppo" and cfg.frames_per_batch % cfg.ppo_minibatch_size:
+    if "ppo_minibatch_size" in cfg and cfg.frames_per_batch % cfg.ppo_minibatch_size:
         raise ConfigError(
             f"frames_per_batch={cfg.frames_per_batch} must be a multiple of "
             f"ppo_minibatch_size={cfg.ppo_minibatch_size}."

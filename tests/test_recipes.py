@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import stac_mujoco
+import stppo_mujoco
 import stsac_mujoco
 from recipe_checkpoints import list_checkpoints
 from recipe_schema import ConfigError, load_config
@@ -119,7 +120,7 @@ def test_same_parameters_as_before_the_recipe_refactor(tmp_path, case):
     split into modules (commit 0535813), PPO and SAC as trained before architecture v3 (commit d711b86).
     The same seed and overrides must give the same parameters."""
     reference = torch.load(REFERENCE, weights_only=False)[case]
-    script = stsac_mujoco if reference["preset"] == "config_stsac" else stac_mujoco
+    script = {"config_stsac": stsac_mujoco, "config_stppo": stppo_mujoco}.get(reference["preset"], stac_mujoco)
     summary = script.train(load_config(reference["preset"], reference["overrides"]), tmp_path)
     state = torch.load(summary["checkpoint"], weights_only=False)
     assert state["counters"] == reference["counters"]
@@ -234,7 +235,9 @@ def test_collector_workers_act_with_the_latest_weights():
 
     cfg = load_config("config_mujoco", [*TINY, "num_envs=4", "collector_workers=2", "frames_per_batch=200"])
     actor, _ = make_models(make_env(cfg.env), cfg.num_cells, "cpu")
-    collector = make_collector(cfg, actor, total_frames=400)
+    collector = make_collector(
+        cfg.env, actor, frames_per_batch=cfg.frames_per_batch, total_frames=400, num_envs=4, workers=2
+    )
     start_fresh_episodes(collector, 0)
     for batch in collector:
         assert batch.shape == (2, 2, 50)
@@ -247,7 +250,6 @@ def test_collector_workers_act_with_the_latest_weights():
 
 
 PPO_TINY = [
-    "objective=ppo",
     "frames_per_batch=256",
     "ppo_minibatch_size=64",
     "ppo_epochs=2",
@@ -260,7 +262,7 @@ PPO_TINY = [
 
 def test_ppo_recipe_logs_the_correction_and_evaluates_with_its_observation_statistics(tmp_path):
     result = run_script(
-        "stac_mujoco.py",
+        "stppo_mujoco.py",
         *PPO_TINY,
         "total_frames=512",
         "eval_interval=256",
@@ -273,10 +275,10 @@ def test_ppo_recipe_logs_the_correction_and_evaluates_with_its_observation_stati
     assert csv_values(tmp_path, "implicit/correction_ratio")[-1] > 0
     assert csv_values(tmp_path, "ppo/lr_scale") == pytest.approx([1.0, 0.5])  # linear annealing over the run
     state = torch.load(list_checkpoints(tmp_path / "checkpoints")[0], weights_only=False)
-    assert state["observation_norm"] is not None and state["config"]["objective"] == "ppo"
+    assert state["observation_norm"] is not None and state["recipe"] == "stppo"
     evaluation = run_script("evaluate.py", f"checkpoint={tmp_path}", "episodes=1", cwd=tmp_path / "logs")
     assert evaluation.returncode == 0, evaluation.stderr[-3000:]
-    assert "stac on Hopper-v4 (gymnasium) after 512 frames" in evaluation.stdout
+    assert "stppo stac on Hopper-v4 (gymnasium) after 512 frames" in evaluation.stdout
 
 
 @pytest.mark.parametrize("algo", ["stac", "ac"])
@@ -284,9 +286,12 @@ def test_ppo_resume_reproduces_an_uninterrupted_run(tmp_path, algo):
     """Observation statistics, minibatch sampling and the hook's warm start resume exactly. (Annealing is
     off: it runs over total_frames, which this test raises on resume; the rate follows the counters.)"""
     common = [*PPO_TINY, f"algo={algo}", "eval_interval=256", "checkpoint_interval=256", "ppo_anneal=false"]
-    straight = train(load_config("config_mujoco", [*common, "total_frames=768"]), tmp_path / "straight")
-    train(load_config("config_mujoco", [*common, "total_frames=512"]), tmp_path / "first")
-    resumed = train(load_config("config_mujoco", [*common, "total_frames=768", f"resume={tmp_path / 'first'}"]), None)
+    train_ppo = stppo_mujoco.train
+    straight = train_ppo(load_config("config_stppo", [*common, "total_frames=768"]), tmp_path / "straight")
+    train_ppo(load_config("config_stppo", [*common, "total_frames=512"]), tmp_path / "first")
+    resumed = train_ppo(
+        load_config("config_stppo", [*common, "total_frames=768", f"resume={tmp_path / 'first'}"]), None
+    )
     a, b = torch.load(straight["checkpoint"], weights_only=False), torch.load(resumed["checkpoint"], weights_only=False)
     for part in ("actor", "critic"):
         for key in a[part]:
@@ -295,8 +300,8 @@ def test_ppo_resume_reproduces_an_uninterrupted_run(tmp_path, algo):
     assert csv_values(tmp_path / "first", "loss/critic") == csv_values(tmp_path / "straight", "loss/critic")
 
 
-def test_objective_ppo_presets_torchrl_settings_and_overrides_win():
-    cfg = load_config("config_mujoco", ["objective=ppo"])
+def test_stppo_presets_torchrl_settings_and_overrides_win():
+    cfg = load_config("config_stppo", [])
     assert (cfg.frames_per_batch, cfg.optimizer, cfg.actor_lr, cfg.ppo_epochs, cfg.ppo_minibatch_size) == (
         2048,
         "adam",
@@ -305,5 +310,5 @@ def test_objective_ppo_presets_torchrl_settings_and_overrides_win():
         64,
     )
     assert cfg.normalize_observations and cfg.ppo_clip_epsilon == 0.2 and cfg.gae_lambda == 0.95
-    assert load_config("config_mujoco", ["objective=ppo", "frames_per_batch=4096"]).frames_per_batch == 4096
-    assert load_config("config_cartpole", ["objective=ppo"]).env == "CartPole-v1"
+    assert load_config("config_stppo", ["frames_per_batch=4096"]).frames_per_batch == 4096
+    assert load_config("config_stppo", ["env=CartPole-v1"]).env == "CartPole-v1"
