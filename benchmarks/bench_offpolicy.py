@@ -17,7 +17,7 @@ plain ``sac`` must match; ``sb3 --schedule recipe`` trains it on the recipe's sc
 capped warm-up, then blocks of ``frames_per_batch`` steps and as many updates), which separates the
 schedule's effect from the implementation's. ``aggregate`` writes the statistics
 (``bench_stats.py``), curves, diagnostics plots, the off-policy section of ``benchmarks/RESULTS.md``
-and the results table in ``README.md``.
+and the results table in ``docs/recipes.md``.
 ``--tag`` and extra ``key=value`` overrides give a variant its own run names (e.g. ``--tag lam01
 regularization=0.1``).
 """
@@ -268,7 +268,7 @@ def command_aggregate(args) -> None:
     ]
     replace_section(ROOT / "benchmarks" / "RESULTS.md", "offpolicy", "\n".join(text))
     readme = [progress, "", *rows, "", *(verdicts or ["- no STSAC/SAC pair with results yet"])]
-    replace_section(ROOT / "README.md", "offpolicy_results", "\n".join(readme))
+    replace_section(ROOT / "docs" / "recipes.md", "offpolicy_results", "\n".join(readme))
     print(f"wrote {out / 'offpolicy_summary.json'}, offpolicy*.png and the off-policy section of RESULTS.md")
 
 

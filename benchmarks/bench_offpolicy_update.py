@@ -8,7 +8,7 @@ Polyak target update. Variants are timed in interleaved rounds (medians reported
 the Stackelberg update at the recipe's defaults (read from its schema), and one change at a time
 (the critic leading, CG iterations, no warm start, Gauss-Newton curvature, the correction period).
 Prints a table and the line ``ST/plain update ratio: X`` (default settings); writes
-``benchmarks/results/bench_offpolicy_update.{json,md}`` and the table into ``README.md``.
+``benchmarks/results/bench_offpolicy_update.{json,md}`` and the table into ``docs/recipes.md``.
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ def main() -> None:
         f"\n\n`ST/plain update ratio: {ratio:.2f}` ({args.rounds} interleaved rounds of {args.updates} updates, "
         f"{torch.get_num_threads()} thread(s), torch {torch.__version__})."
     )
-    replace_section(ROOT / "README.md", "offpolicy_cost", table + note)
+    replace_section(ROOT / "docs" / "recipes.md", "offpolicy_cost", table + note)
     print(f"wrote {RESULTS / 'bench_offpolicy_update.json'} and .md")
 
 

@@ -11,7 +11,7 @@ on the next ``run`` (``resume=auto``); a finished run writes ``benchmarks/result
 (config, seed, evaluation curve, wall time) and is skipped from then on. ``aggregate`` writes the
 statistics (``bench_stats.py``: rliable's mean, IQM, CIs, probability of improvement),
 ``benchmarks/results/ppo[_aggregates].png``, the PPO section of ``benchmarks/RESULTS.md`` and the
-results table in ``README.md``.
+results table in ``docs/recipes.md``.
 ``--tag`` and extra ``key=value`` overrides (e.g. ``--tag lam500 regularization=500``) give a
 variant its own run names.
 """
@@ -159,7 +159,7 @@ def command_aggregate(args) -> None:
         "![PPO learning curves](results/ppo.png)",
     ]
     replace_section(ROOT / "benchmarks" / "RESULTS.md", "ppo", "\n".join(text))
-    replace_section(ROOT / "README.md", "ppo_results", "\n".join([*rows, "", *verdicts]))
+    replace_section(ROOT / "docs" / "recipes.md", "ppo_results", "\n".join([*rows, "", *verdicts]))
     print(f"wrote {out / 'ppo_summary.json'}, ppo.png and the PPO section of benchmarks/RESULTS.md")
 
 

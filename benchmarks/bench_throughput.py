@@ -228,12 +228,12 @@ def main() -> None:
         "rounds": rounds,
     }
     (RESULTS / "throughput.json").write_text(json.dumps(record, indent=2, default=float))
-    replace_section(ROOT / "README.md", "throughput", readme_text(record, args.rounds))
-    print(f"wrote {RESULTS / 'throughput.json'} and the throughput lines of README.md")
+    replace_section(ROOT / "docs" / "benchmarks.md", "throughput", readme_text(record, args.rounds))
+    print(f"wrote {RESULTS / 'throughput.json'} and the throughput lines of docs/benchmarks.md")
 
 
 def readme_text(record: dict, rounds: int) -> str:
-    """The README's account of the last run: median rates and ratios (rounds in the JSON)."""
+    """The docs' account of the last run: median rates and ratios (rounds in the JSON)."""
     rates = ", ".join(
         f"{name.removesuffix('_per_s').replace('_', ' ')} {value:.0f}/s"
         for name, value in record["rates"].items()

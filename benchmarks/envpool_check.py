@@ -100,12 +100,12 @@ def main() -> None:
         record["policies"].append({"policy": name, **results, "difference_in_standard_errors": gap})
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "envpool_check.json").write_text(json.dumps(record, indent=1))
-    replace_section(ROOT / "README.md", "envpool", readme_text(record))
-    print(f"wrote {RESULTS / 'envpool_check.json'} and the envpool lines of README.md")
+    replace_section(ROOT / "docs" / "recipes.md", "envpool", readme_text(record))
+    print(f"wrote {RESULTS / 'envpool_check.json'} and the envpool lines of docs/recipes.md")
 
 
 def readme_text(record: dict) -> str:
-    """The README's account of the check, from the record (regenerated with every run)."""
+    """The docs' account of the check, from the record (regenerated with every run)."""
     lines = [
         f"Same policies on both simulators ({record['env']}, {record['episodes']} deterministic episodes each,",
         "`python benchmarks/envpool_check.py`, `benchmarks/results/envpool_check.json`):",

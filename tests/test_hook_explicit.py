@@ -1,4 +1,4 @@
-"""The hook's correction against g − M(H+λI)⁻¹b assembled from explicit matrices (STAC_MATH §2–3).
+"""The hook's correction against g − M(H+λI)⁻¹b assembled from explicit matrices (docs/math.md §2–3).
 
 M is built from jacobians of log π and of the critic and from a discount matrix written with
 explicit loops over the batch, H by ``torch.autograd.functional.hessian``, x by

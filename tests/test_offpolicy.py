@@ -1,4 +1,4 @@
-"""Stackelberg SAC against ground truth (STAC_MATH §5–5a).
+"""Stackelberg SAC against ground truth (docs/math.md §6).
 
 A problem whose best responses have a closed form: a Gaussian actor with a linear mean, and Q
 critics linear in fixed features of (s, a) with a concave a² term. On a fixed batch and noise draw:

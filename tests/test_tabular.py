@@ -1,4 +1,4 @@
-"""Ground truth on a small tabular MDP (STAC_MATH §6): exact policy evaluation by a linear solve.
+"""Ground truth on a small tabular MDP (docs/math.md §9): exact policy evaluation by a linear solve.
 
 * At the critic's best response w*(θ) and λ = 0, the Stackelberg formula equals the exact total
   derivative d/dθ J(θ, w*(θ)), for V and Q critics (``leader_total_gradient``).
@@ -294,7 +294,7 @@ def test_v_critic_initial_state_estimator_is_proposition_1(episodes_v, psi):
     Psi = G if psi == "return" else G - v_w
     c0 = c_state[s] * (steps == 0)
     terms = grad_log_pi(mdp, s, a) * (-2 * Psi * forward_cumsum(c0, episode, steps))[:, None]
-    # the surrogate averages over the N steps (STAC_MATH §2): rescale by N / episodes to E_τ
+    # the surrogate averages over the N steps (docs/math.md §2): rescale by N / episodes to E_τ
     scale = n / EPISODES
     assert_within_standard_errors(scale * estimate, target, per_episode(terms, episode), 1.0 / EPISODES)
 

@@ -47,7 +47,7 @@ class ImplicitGradientHook:
          by conjugate gradient on Hessian-vector products or by a dense solve;
       3. ``c_t = ∇_w V_w(s_t) · x`` for every step (one Jacobian-vector product);
       4. per-step weights ``ω_t = −2 Ψ_t C_t``, ``C_t`` the discounted cumulative sum of ``c``
-         since the start of the trajectory piece (V critic; the Q critic uses STAC_MATH §3),
+         since the start of the trajectory piece (V critic; the Q critic uses docs/math.md §3),
          written to the batch under ``weight_key``.
 
     * :meth:`correct` (on the batch or any minibatch of it, after the leader's backward): adds

@@ -6,7 +6,7 @@ them, and (for PPO) the behaviour policy's log-probabilities. :func:`as_leader` 
 a :class:`~torchrl_stac.StackelbergActorLoss` or from TorchRL's ``A2CLoss``, ``PPOLoss``,
 ``ClipPPOLoss`` and ``KLPENPPOLoss``, through their ``tensor_keys``.
 
-Importance weights (PPO, STAC_MATH §5b). PPO takes several steps on one batch, so after the first
+Importance weights (PPO, docs/math.md §7). PPO takes several steps on one batch, so after the first
 the batch comes from π_old ≠ π_θ. The mixed term is then taken through the same local surrogate as
 PPO's objective: the critic's target V^{π_θ}(s₀) is replaced by its first-order approximation
 around π_old (Kakade & Langford; TRPO),

@@ -1,4 +1,4 @@
-"""TorchRL losses for the two players of STAC (see ``STAC_MATH.md`` §2–3).
+"""TorchRL losses for the two players of STAC (docs/math.md §2–3).
 
 Both hold their networks directly (not functionalised): :class:`~torchrl_stac.ImplicitGradientHook`
 differentiates through the live parameters that the optimizers step.
