@@ -28,10 +28,11 @@ ROWS = [
     ("`stac_mujoco.py`", "sample_efficiency", "Walker2d-v4", "walker/ac/k80", "walker/stac/k80", "pg"),
     ("`stppo_mujoco.py`", "ppo", "Hopper-v4", "Hopper-v4/ac", "Hopper-v4/stac_rel1e6", "ppo"),
     ("`stppo_mujoco.py`", "ppo", "Walker2d-v4", "Walker2d-v4/ac", "Walker2d-v4/stac_rel1e6", "ppo"),
-    ("`stsac_mujoco.py` (actor leads)", "offpolicy", "Hopper-v4", "Hopper-v4/sac", "Hopper-v4/stsac_actor", "sac"),
-    ("`stsac_mujoco.py` (critic leads)", "offpolicy", "Hopper-v4", "Hopper-v4/sac", "Hopper-v4/stsac_critic", "sac"),
-    ("`stsac_mujoco.py` (actor leads)", "offpolicy", "HalfCheetah-v4", "HalfCheetah-v4/sac", "HalfCheetah-v4/stsac_actor", "sac"),
-    ("`stsac_mujoco.py` (critic leads)", "offpolicy", "HalfCheetah-v4", "HalfCheetah-v4/sac", "HalfCheetah-v4/stsac_critic", "sac"),
+    *(
+        (f"`stsac_mujoco.py` ({leader} leads)", "offpolicy", env, f"{env}/sac", f"{env}/stsac_{leader}", "sac")
+        for env in ("Hopper-v4", "HalfCheetah-v4")
+        for leader in ("actor", "critic")
+    ),
 ]
 BASE_NAMES = {"pg": "AC", "ppo": "PPO", "sac": "SAC"}
 
@@ -47,7 +48,8 @@ def costs() -> dict[str, str]:
 def table() -> list[str]:
     cost = costs()
     rows = [
-        "| recipe | env | frames | seeds | base: final return | Stackelberg: final return | cost | verdict (final / AUC) |",
+        "| recipe | env | frames | seeds | base: final return | Stackelberg: final return | cost "
+        "| verdict (final / AUC) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for recipe, summary_name, env, base_key, stackelberg_key, family in ROWS:

@@ -54,9 +54,9 @@ def main(cfg: DictConfig) -> None:
     returns = evaluate(actor, env, cfg.episodes, cfg.seed)
     env.close()
     print(
-        f"{saved_recipe(state)} {run['algo']} on {run['env']} ({cfg.env_backend}) after {state['counters']['frames']} "
-        f"frames ({path.name}): return {np.mean(returns):.1f} ± {np.std(returns):.1f} over {cfg.episodes} "
-        "deterministic episodes"
+        f"{saved_recipe(state)}_mujoco.py algo={run['algo']} on {run['env']} ({cfg.env_backend}) after "
+        f"{state['counters']['frames']} frames ({path.name}): return {np.mean(returns):.1f} ± "
+        f"{np.std(returns):.1f} over {cfg.episodes} deterministic episodes"
     )
 
 

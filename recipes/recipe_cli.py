@@ -11,7 +11,9 @@ import sys
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
+import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
@@ -34,8 +36,22 @@ def _hydra_subdir(resume: str | None, now: str) -> str:
     return f".hydra/resumed_{now}" if resume else ".hydra"
 
 
+RECIPES = Path(__file__).resolve().parent  # the recipes' YAML presets
+
 OmegaConf.register_new_resolver("stac_run_dir", _run_dir, replace=True)
 OmegaConf.register_new_resolver("stac_hydra_subdir", _hydra_subdir, replace=True)
+
+
+def main(train: Callable[[DictConfig, Path], Any], config_name: str, schema: type) -> None:
+    """A recipe's command line: compose ``recipes/<config_name>.yaml`` with the overrides, then
+    ``train(cfg, run_dir)`` in Hydra's run directory; bad input ends in one ``error:`` line."""
+
+    @hydra.main(config_path=str(RECIPES), config_name=config_name, version_base="1.3")
+    @one_line_errors
+    def task(cfg: DictConfig) -> None:
+        train(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+    run(task, schema)
 
 
 def run(main: Callable[[], None], schema: type = StacConfig) -> None:

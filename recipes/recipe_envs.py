@@ -213,7 +213,7 @@ def onpolicy_collector(
     cfg: DictConfig, actor, total_frames: int, saved_norm: dict | None
 ) -> tuple[Collector | MultiSyncCollector, VecNormV2 | None]:
     """The on-policy recipes' collector and, with ``normalize_observations``, its running observation
-    statistics (part of the training state: empty, or ``saved_norm`` on resume).
+    statistics (training state: empty, or ``saved_norm`` on resume).
 
     With one worker the training envs live in this process (so do the statistics).
     """

@@ -23,7 +23,7 @@ from tensordict import TensorDictBase
 from tqdm import tqdm
 
 from recipe_checkpoints import complete, restore, resume_point, save_checkpoint, seed_everything, training_state
-from recipe_envs import check_env, start_fresh_episodes
+from recipe_envs import check_env, onpolicy_collector, start_fresh_episodes
 from recipe_logs import PhaseTimer, log_scalars, make_logger
 from recipe_schema import validate
 
@@ -89,6 +89,15 @@ class TrainingRun:
     def frames_left(self, frames_per_batch: int) -> int:
         """The frames still to collect, in whole batches."""
         return math.ceil((self.cfg.total_frames - self.counters["frames"]) / frames_per_batch) * frames_per_batch
+
+    def onpolicy_collector(self, actor) -> tuple[Any, Any]:
+        """The on-policy collector for the frames left and its observation statistics (or None), which
+        join the training state (restored on resume)."""
+        saved_norm = self.resumed.get("observation_norm") if self.resumed is not None else None
+        collector, norm = onpolicy_collector(self.cfg, actor, self.frames_left(self.cfg.frames_per_batch), saved_norm)
+        if norm is not None:
+            self.stateful["observation_norm"] = norm
+        return collector, norm
 
     def episode_seed(self) -> int:
         """The seed of the fresh episodes that start the run and follow each checkpoint."""

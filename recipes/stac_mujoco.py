@@ -15,9 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from recipe_run import TrainingRun
 from torch.nn.utils import clip_grad_norm_
@@ -25,7 +23,7 @@ from torchrl.data import LazyTensorStorage, ReplayBuffer
 from torchrl.data.replay_buffers import SamplerWithoutReplacement
 
 import recipe_cli
-from recipe_envs import make_env, onpolicy_collector, policy_evaluator
+from recipe_envs import make_env, policy_evaluator
 from recipe_losses import make_losses, make_optimizer
 from recipe_models import make_models
 from recipe_schema import StacConfig
@@ -48,10 +46,7 @@ def train(cfg: DictConfig, run_dir: Path | None) -> dict[str, Any]:
     )
 
     # ---- the collector, and the observation statistics when they are normalised (training state too)
-    saved_norm = run.resumed.get("observation_norm") if run.resumed is not None else None
-    collector, norm = onpolicy_collector(cfg, actor, run.frames_left(cfg.frames_per_batch), saved_norm)
-    if norm is not None:
-        run.stateful["observation_norm"] = norm
+    collector, norm = run.onpolicy_collector(actor)
     evaluate_policy = policy_evaluator(actor, eval_env, cfg, norm)
     critic_batches = None  # full-batch critic steps (the paper) unless critic_minibatch_size is set
     if cfg.critic_minibatch_size is not None:
@@ -95,15 +90,10 @@ def train(cfg: DictConfig, run_dir: Path | None) -> dict[str, Any]:
         if run.checkpoint_due():
             run.checkpoint()  # then fresh seeded episodes: a resumed run is bit-identical
 
+    summary = run.finish(cfg.algo)
     eval_env.close()  # the collector's shutdown closed the training envs
-    return run.finish(f"{cfg.algo}")
-
-
-@hydra.main(config_path=".", config_name="config_mujoco", version_base="1.3")
-@recipe_cli.one_line_errors
-def main(cfg: DictConfig) -> None:
-    train(cfg, Path(HydraConfig.get().runtime.output_dir))
+    return summary
 
 
 if __name__ == "__main__":
-    recipe_cli.run(main, StacConfig)
+    recipe_cli.main(train, "config_mujoco", StacConfig)

@@ -16,10 +16,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from recipe_run import TrainingRun
 from torch.nn.utils import clip_grad_norm_
@@ -27,7 +25,7 @@ from torchrl.data import LazyTensorStorage, ReplayBuffer
 from torchrl.data.replay_buffers import SamplerWithoutReplacement
 
 import recipe_cli
-from recipe_envs import make_env, onpolicy_collector, policy_evaluator
+from recipe_envs import make_env, policy_evaluator
 from recipe_losses import make_optimizer, make_ppo_loss
 from recipe_models import make_models
 from recipe_schema import StppoConfig
@@ -50,10 +48,7 @@ def train(cfg: DictConfig, run_dir: Path | None) -> dict[str, Any]:
     )
 
     # ---- the collector, and the observation statistics when they are normalised (training state too)
-    saved_norm = run.resumed.get("observation_norm") if run.resumed is not None else None
-    collector, norm = onpolicy_collector(cfg, actor, run.frames_left(cfg.frames_per_batch), saved_norm)
-    if norm is not None:
-        run.stateful["observation_norm"] = norm
+    collector, norm = run.onpolicy_collector(actor)
     evaluate_policy = policy_evaluator(actor, eval_env, cfg, norm)
     minibatches = ReplayBuffer(
         storage=LazyTensorStorage(cfg.frames_per_batch),
@@ -111,14 +106,8 @@ def train(cfg: DictConfig, run_dir: Path | None) -> dict[str, Any]:
             run.checkpoint()  # then fresh seeded episodes: a resumed run is bit-identical
 
     eval_env.close()  # the collector's shutdown closed the training envs
-    return run.finish(f"ppo {cfg.algo}")
-
-
-@hydra.main(config_path=".", config_name="config_stppo", version_base="1.3")
-@recipe_cli.one_line_errors
-def main(cfg: DictConfig) -> None:
-    train(cfg, Path(HydraConfig.get().runtime.output_dir))
+    return run.finish(f"ppo {cfg.algo}", updates=run.counters["iterations"] * per_batch)
 
 
 if __name__ == "__main__":
-    recipe_cli.run(main, StppoConfig)
+    recipe_cli.main(train, "config_stppo", StppoConfig)

@@ -16,10 +16,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from recipe_run import TrainingRun
 from torchrl.data import LazyTensorStorage, ReplayBuffer
@@ -116,11 +114,5 @@ def train(cfg: DictConfig, run_dir: Path | None) -> dict[str, Any]:
     return run.finish(label, leader=cfg.leader, updates=run.counters["updates"])
 
 
-@hydra.main(config_path=".", config_name="config_stsac", version_base="1.3")
-@recipe_cli.one_line_errors
-def main(cfg: DictConfig) -> None:
-    train(cfg, Path(HydraConfig.get().runtime.output_dir))
-
-
 if __name__ == "__main__":
-    recipe_cli.run(main, StsacConfig)
+    recipe_cli.main(train, "config_stsac", StsacConfig)

@@ -30,7 +30,7 @@ from tensordict.utils import NestedKey
 from torch import distributions as D
 from torchrl.objectives import LossModule
 
-from torchrl_stac.onpolicy_losses import check_finite, require
+from torchrl_stac.onpolicy_losses import TransitionKeys, check_finite, require
 
 
 def reparameterized(dist: D.Distribution, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,21 +79,13 @@ class TwinQLoss(LossModule):
     """
 
     @dataclass
-    class _AcceptedKeys:
-        """Tensordict keys, configurable with ``set_keys``.
-
-        Attributes:
-            action: the stored action. Defaults to ``"action"``.
-            state_action_value: the Q networks' output. Defaults to ``"state_action_value"``.
-            reward, done, terminated: read under ``"next"``.
-            noise: where the per-call standard-normal draws are stored. Defaults to ``"sac_noise"``.
-        """
+    class _AcceptedKeys(TransitionKeys):
+        """Tensordict keys, configurable with ``set_keys``: :class:`TransitionKeys`, ``action`` (the
+        stored action), ``state_action_value`` (the Q networks' output) and ``noise`` (where each
+        call's standard-normal draws are stored)."""
 
         action: NestedKey = "action"
         state_action_value: NestedKey = "state_action_value"
-        reward: NestedKey = "reward"
-        done: NestedKey = "done"
-        terminated: NestedKey = "terminated"
         noise: NestedKey = "sac_noise"
 
     default_keys = _AcceptedKeys
@@ -169,15 +161,21 @@ class TwinQLoss(LossModule):
         """The temperature's loss from the actor's log-probabilities, or None (no trainable temperature)."""
         return None
 
-    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        """``loss_actor`` (f_A) and ``loss_qvalue`` (f_C), plus ``loss_alpha``, ``alpha`` and ``entropy``
-        for SAC. Draws the noise if the batch carries none."""
+    def player_losses(self, tensordict: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(f_A, log π_θ(ã|s), f_C)`` on one minibatch and one noise draw (drawn if the batch has none);
+        raises FloatingPointError if either loss is not finite."""
         if self.tensor_keys.noise not in tensordict.keys(True):
             self.draw_noise(tensordict)
         loss_actor, log_prob = self.actor_loss(tensordict)
         loss_qvalue = self.qvalue_loss(tensordict)
         check_finite(loss_actor, "loss_actor")
         check_finite(loss_qvalue, "loss_qvalue")
+        return loss_actor, log_prob, loss_qvalue
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """``loss_actor`` (f_A) and ``loss_qvalue`` (f_C), plus ``loss_alpha``, ``alpha`` and ``entropy``
+        for SAC. Draws the noise if the batch carries none."""
+        loss_actor, log_prob, loss_qvalue = self.player_losses(tensordict)
         return TensorDict(
             {"loss_actor": loss_actor, "loss_qvalue": loss_qvalue, **self.extra_outputs(tensordict, log_prob)}, []
         )

@@ -17,7 +17,6 @@ from torchrl_stac.curvature import MatVec, flatten, unflatten
 from torchrl_stac.diagnostics import as_tensordict, gradient_diagnostics, solve_diagnostics
 from torchrl_stac.follower_solver import FollowerSolver
 from torchrl_stac.offpolicy_losses import TwinQLoss
-from torchrl_stac.onpolicy_losses import check_finite
 from torchrl_stac.total_gradient import TotalGradient, total_gradient
 
 
@@ -31,12 +30,7 @@ def plain_gradients(loss: TwinQLoss, tensordict: TensorDictBase) -> TensorDictBa
     """Each player's ``.grad`` is its own partial gradient (∇_θ f_A, ∇_w f_C), α's its own: TorchRL's
     SAC (the target's θ-dependence plays no role). Returns ``loss_actor``, ``loss_qvalue`` and the
     loss's extra outputs (SAC: ``loss_alpha``, ``alpha``, ``entropy``)."""
-    if loss.tensor_keys.noise not in tensordict.keys(True):
-        loss.draw_noise(tensordict)
-    loss_actor, log_prob = loss.actor_loss(tensordict)
-    loss_qvalue = loss.qvalue_loss(tensordict)
-    check_finite(loss_actor, "loss_actor")
-    check_finite(loss_qvalue, "loss_qvalue")
+    loss_actor, log_prob, loss_qvalue = loss.player_losses(tensordict)
     for value, params in ((loss_actor, loss.actor_params), (loss_qvalue, loss.critic_params)):
         for param, grad in zip(params, torch.autograd.grad(value, params, retain_graph=True), strict=True):
             param.grad = grad
@@ -103,10 +97,7 @@ class StackelbergUpdate:
             diagnostics = plain_gradients(self.loss, tensordict).select("loss_actor", "loss_qvalue")
             return diagnostics.update({"corrected": torch.zeros(()), "regularization": torch.tensor(float(lam))})
         leader_params, follower_params = self.players()
-        f_actor, log_prob = self.loss.actor_loss(tensordict)
-        f_critic = self.loss.qvalue_loss(tensordict)
-        check_finite(f_actor, "loss_actor")
-        check_finite(f_critic, "loss_qvalue")
+        f_actor, log_prob, f_critic = self.loss.player_losses(tensordict)
         f_leader, f_follower = (f_actor, f_critic) if self.leader == "actor" else (f_critic, f_actor)
         gauss_newton = self._gauss_newton(tensordict) if self.leader == "actor" else None
         step = total_gradient(

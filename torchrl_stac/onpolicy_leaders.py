@@ -19,7 +19,7 @@ surrogate S(θ) = −(2/N) Σ_t log π_θ · Ψ_t C_t therefore becomes −(2/N)
 identical gradient at θ = θ_old (ρ = 1), unbiased for the surrogate's mixed term after θ moves
 (Ψ may subtract a state baseline: Σ_a ∇π_θ(a|s) b(s) = 0). PPO's clipping is not applied to the
 correction: the clip belongs to the leader's objective J, while the mixed term comes from the
-follower's objective L. ``tests/test_tabular.py`` checks the estimator against its exact value.
+follower's objective L. ``tests/library/test_tabular.py`` checks the estimator against its exact value.
 """
 
 from __future__ import annotations

@@ -52,6 +52,24 @@ def check_finite(value: torch.Tensor, what: str) -> None:
         )
 
 
+@dataclass
+class TransitionKeys:
+    """The transition's keys read under ``"next"``: ``reward``, ``done`` and ``terminated``."""
+
+    reward: NestedKey = "reward"
+    done: NestedKey = "done"
+    terminated: NestedKey = "terminated"
+
+
+@dataclass
+class ValueKeys(TransitionKeys):
+    """The value estimator's keys: ``value`` (the critic's output), ``value_target`` and ``advantage``."""
+
+    value_target: NestedKey = "value_target"
+    value: NestedKey = "state_value"
+    advantage: NestedKey = "advantage"
+
+
 class _OnPolicyLoss(LossModule):
     """Shared value-estimator wiring: TD(0), TD(1), TD(λ) or GAE on the critic, keys forwarded."""
 
@@ -93,23 +111,10 @@ class CriticLoss(_OnPolicyLoss):
     """
 
     @dataclass
-    class _AcceptedKeys:
-        """Tensordict keys, configurable with ``set_keys``.
-
-        Attributes:
-            value_target: regression target G, [*B] or [*B, 1]. Defaults to ``"value_target"``.
-            value: where the critic writes its prediction. Defaults to ``"state_value"``
-                (``"state_action_value"`` for a Q critic).
-            advantage: written by the value estimator. Defaults to ``"advantage"``.
-            reward, done, terminated: read by the value estimator under ``"next"``.
-        """
-
-        value_target: NestedKey = "value_target"
-        value: NestedKey = "state_value"
-        advantage: NestedKey = "advantage"
-        reward: NestedKey = "reward"
-        done: NestedKey = "done"
-        terminated: NestedKey = "terminated"
+    class _AcceptedKeys(ValueKeys):
+        """Tensordict keys, configurable with ``set_keys``: :class:`ValueKeys` (``value_target``: the
+        regression target G, ``[*B]`` or ``[*B, 1]``; ``value``: ``"state_value"``, or
+        ``"state_action_value"`` for a Q critic)."""
 
     default_keys = _AcceptedKeys
     tensor_keys: _AcceptedKeys
@@ -185,25 +190,12 @@ class StackelbergActorLoss(_OnPolicyLoss):
     """
 
     @dataclass
-    class _AcceptedKeys:
-        """Tensordict keys, configurable with ``set_keys``.
+    class _AcceptedKeys(ValueKeys):
+        """Tensordict keys, configurable with ``set_keys``: :class:`ValueKeys` (``advantage``: Â,
+        ``[*B]`` or ``[*B, 1]``), ``action`` (the action taken) and ``sample_log_prob`` (written by the
+        collector; not used by the loss)."""
 
-        Attributes:
-            advantage: Â, [*B] or [*B, 1]. Defaults to ``"advantage"``.
-            value_target: written by the value estimator. Defaults to ``"value_target"``.
-            value: the critic's output key. Defaults to ``"state_value"``.
-            action: the action taken. Defaults to ``"action"``.
-            reward, done, terminated: read by the value estimator under ``"next"``.
-            sample_log_prob: log-prob written by the collector (not used by the loss).
-        """
-
-        advantage: NestedKey = "advantage"
-        value_target: NestedKey = "value_target"
-        value: NestedKey = "state_value"
         action: NestedKey = "action"
-        reward: NestedKey = "reward"
-        done: NestedKey = "done"
-        terminated: NestedKey = "terminated"
         sample_log_prob: NestedKey | None = None
 
         def __post_init__(self):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 INSTALLED = all(importlib.util.find_spec(name) is not None for name in ("envpool", "gym", "treevalue"))
 needs_envpool = pytest.mark.skipif(not INSTALLED, reason="envpool extra not installed (pip install -e '.[envpool]')")

@@ -13,7 +13,7 @@ from recipe_checkpoints import list_checkpoints
 from recipe_schema import ConfigError, load_config
 from stsac_mujoco import train
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "recipes"
 
 
@@ -57,6 +57,16 @@ def test_short_run_updates_and_logs_the_implicit_diagnostics(tmp_path, leader):
         assert csv_steps(tmp_path, name) == [200, 400, 600], name
     state = torch.load(list_checkpoints(tmp_path / "checkpoints")[0], weights_only=False)
     assert state["replay_buffer"] is not None and state["counters"]["updates"] == 30  # 3 batches × 200 × 0.05
+    assert state["recipe"] == "stsac"
+    evaluation = subprocess.run(
+        [sys.executable, str(RECIPES / "evaluate.py"), f"checkpoint={tmp_path}", "episodes=2"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert evaluation.returncode == 0, evaluation.stderr[-3000:]
+    assert "stsac_mujoco.py algo=stsac on Hopper-v4 (gymnasium) after 600 frames" in evaluation.stdout
 
 
 def test_plain_sac_and_exact_resume_with_the_replay_buffer(tmp_path):

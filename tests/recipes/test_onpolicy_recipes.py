@@ -17,7 +17,7 @@ from recipe_checkpoints import list_checkpoints
 from recipe_schema import ConfigError, load_config
 from stac_mujoco import train
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "recipes"
 
 
@@ -77,7 +77,8 @@ def test_recipe_end_to_end_writes_logs_and_checkpoint(tmp_path, script, env):
     assert (tmp_path / "config.yaml").is_file()
     evaluation = run_script("evaluate.py", f"checkpoint={tmp_path}", "episodes=2", cwd=tmp_path / "logs")
     assert evaluation.returncode == 0, evaluation.stderr[-3000:]
-    assert f"stac on {env} (gymnasium) after 400 frames (frames_000000000400.pt): return" in evaluation.stdout
+    expected = f"stac_mujoco.py algo=stac on {env} (gymnasium) after 400 frames (frames_000000000400.pt): return"
+    assert expected in evaluation.stdout
     assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["scalars", "texts", "videos"]  # wrote nothing
 
 
@@ -278,7 +279,7 @@ def test_ppo_recipe_logs_the_correction_and_evaluates_with_its_observation_stati
     assert state["observation_norm"] is not None and state["recipe"] == "stppo"
     evaluation = run_script("evaluate.py", f"checkpoint={tmp_path}", "episodes=1", cwd=tmp_path / "logs")
     assert evaluation.returncode == 0, evaluation.stderr[-3000:]
-    assert "stppo stac on Hopper-v4 (gymnasium) after 512 frames" in evaluation.stdout
+    assert "stppo_mujoco.py algo=stac on Hopper-v4 (gymnasium) after 512 frames" in evaluation.stdout
 
 
 @pytest.mark.parametrize("algo", ["stac", "ac"])

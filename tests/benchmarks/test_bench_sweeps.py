@@ -15,7 +15,7 @@ import torch
 import bench_ppo
 import bench_sample_efficiency
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 TINY = ["total_frames=2000", "eval_interval=1000", "eval_episodes=1", "threads=1", "num_envs=2"]
