@@ -7,19 +7,24 @@ newest readable one is the one to resume from.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
 import re
+import socket
+import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torchrl.data import ReplayBuffer
 
 from recipe_schema import RESUME_MAY_CHANGE, ConfigError
 
 CHECKPOINT_DIR = "checkpoints"
+LOCK_FILE = ".lock"  # held by the one process that writes the run directory
 KEEP = 2
 _NAME = re.compile(r"frames_(\d+)\.pt")
 
@@ -38,6 +43,55 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
+
+
+class RunDirectoryBusy(ConfigError):
+    """Another live process writes this run directory."""
+
+
+def lock_run_directory(run_dir: Path) -> IO[str]:
+    """Hold an exclusive lock on ``run_dir/.lock`` until this process ends (keep the returned file
+    open); a second run or an overlapping resume of the same directory fails in one line naming the
+    holder, before it touches the logs or the checkpoints."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(run_dir / LOCK_FILE, "a+")  # noqa: SIM115 - held for the process's life
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise RunDirectoryBusy(
+            f"{run_dir} is in use by {holder}: one run writes a directory at a time. Wait for it to end, "
+            "or give this run another directory (hydra.run.dir=...)."
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+    handle.flush()
+    return handle
+
+
+class CompactReplay:
+    """A replay buffer as checkpoints hold it: only its filled rows (a 1M-slot buffer after 2k frames
+    saves 2k rows), with its writer's cursor; loading puts every row back in its slot."""
+
+    def __init__(self, replay: ReplayBuffer):
+        self.replay = replay
+
+    def state_dict(self) -> dict[str, Any]:
+        state = self.replay.state_dict()
+        filled = len(self.replay)
+        state["_storage"] = {"filled_rows": self.replay.storage[:filled].clone() if filled else None}
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        rows = state["_storage"].get("filled_rows")
+        self.replay.empty()
+        if rows is not None:
+            self.replay.extend(rows)  # the storage's slots [0, filled), as saved
+        # the full storage's own state (now holding the rows), then the writer's cursor and the rest
+        self.replay.load_state_dict({**state, "_storage": self.replay.storage.state_dict()})
 
 
 def training_state(stateful: dict[str, Any], counters: dict[str, int], cfg: DictConfig) -> dict[str, Any]:

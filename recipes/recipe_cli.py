@@ -19,7 +19,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from recipe_checkpoints import AUTO, run_dir_of
+from recipe_checkpoints import AUTO, RunDirectoryBusy, run_dir_of
 from recipe_schema import ConfigError, StacConfig, allowed, unknown_key
 
 
@@ -78,6 +78,8 @@ def one_line_errors(task: Callable[[DictConfig], None]) -> Callable[[DictConfig]
     def wrapped(cfg: DictConfig) -> None:
         try:
             task(cfg)
+        except RunDirectoryBusy as error:  # the directory belongs to a live run: leave all of it alone
+            sys.exit(f"error: {error}")
         except ConfigError as error:
             _discard_hydra_output()
             sys.exit(f"error: {error}")

@@ -2,9 +2,9 @@
 
 :class:`TrainingRun` checks the config and the env, finds the checkpoint to resume from, seeds,
 restores the training state, opens the run directory and its logger, and keeps the frame grid of
-evaluations and checkpoints (``eval_interval``, ``checkpoint_interval``, and the end). After each
-checkpoint the script restarts every env on fresh, seeded episodes (:meth:`TrainingRun.episode_seed`),
-so that a run resumed from any checkpoint is bit-identical to the uninterrupted one.
+evaluations and checkpoints (``eval_interval``, ``checkpoint_interval``, and the end). Every env
+starts fresh, seeded episodes at the start and after each checkpoint, so that a run resumed from
+any checkpoint is bit-identical to the uninterrupted one.
 """
 
 from __future__ import annotations
@@ -22,7 +22,15 @@ from omegaconf import DictConfig, OmegaConf
 from tensordict import TensorDictBase
 from tqdm import tqdm
 
-from recipe_checkpoints import complete, restore, resume_point, save_checkpoint, seed_everything, training_state
+from recipe_checkpoints import (
+    complete,
+    lock_run_directory,
+    restore,
+    resume_point,
+    save_checkpoint,
+    seed_everything,
+    training_state,
+)
 from recipe_envs import check_env, onpolicy_collector, start_fresh_episodes
 from recipe_logs import PhaseTimer, log_scalars, make_logger
 from recipe_schema import validate
@@ -42,8 +50,8 @@ class TrainingRun:
         validate(cfg)
         check_env(cfg.env, cfg.get("env_backend", "gymnasium"))
         self.cfg, self.recipe = cfg, recipe
-        self.resumed, resumed_from, self.run_dir = resume_point(cfg, run_dir)
-        self.resumed_from = resumed_from
+        self.resumed, self.resumed_from, self.run_dir = resume_point(cfg, run_dir)
+        self.lock = lock_run_directory(self.run_dir)  # one writer per run directory, for this process's life
         self.counters = {"frames": 0, "iterations": 0, "evaluations": 0}
         self.timer = PhaseTimer()
         self.stateful: dict[str, Any] = {}

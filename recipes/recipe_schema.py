@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 
 class ConfigError(ValueError):
@@ -36,9 +36,11 @@ def _key(
     low: float | None = None,
     high: float | None = None,
     above: float | None = None,
+    hint: str | None = None,
 ) -> Any:
-    """A schema field: ``choices``, or bounds ``low <= value <= high`` / ``value > above``."""
-    metadata = {"choices": choices, "low": low, "high": high, "above": above}
+    """A schema field: ``choices``, or bounds ``low <= value <= high`` / ``value > above``; ``hint``:
+    what a required key (default ``???``) expects."""
+    metadata = {"choices": choices, "low": low, "high": high, "above": above, "hint": hint}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -159,7 +161,7 @@ class StsacConfig:
 class EvaluateConfig:
     """``recipes/evaluate.py``: deterministic returns of a saved run."""
 
-    checkpoint: str = "???"  # a run directory or one of its checkpoint files (required)
+    checkpoint: str = _key("???", hint="a run directory or one of its checkpoint files, e.g. checkpoint=runs/<run>")
     episodes: int = _key(10, low=1)
     seed: int = 12345
     device: str = "cpu"
@@ -178,7 +180,7 @@ RESUME_MAY_CHANGE = frozenset(
 
 
 def _schema_for(cfg: DictConfig) -> type:
-    if "checkpoint" in cfg:
+    if "checkpoint" in cfg.keys():  # `in cfg` is False while checkpoint is still ??? (missing)
         return EvaluateConfig
     if "leader" in cfg:
         return StsacConfig
@@ -235,6 +237,8 @@ def validate(cfg: DictConfig) -> None:
         if name not in names:
             raise unknown_key(schema, str(name))
     for spec in fields(schema):
+        if OmegaConf.is_missing(cfg, spec.name):
+            raise ConfigError(f"{spec.name}= is required ({spec.metadata.get('hint') or allowed(schema, spec.name)}).")
         value = cfg[spec.name]
         if value is None:
             continue  # non-optional keys cannot be null: Hydra rejects that while composing

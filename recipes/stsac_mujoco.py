@@ -23,6 +23,7 @@ from recipe_run import TrainingRun
 from torchrl.data import LazyTensorStorage, ReplayBuffer
 
 import recipe_cli
+from recipe_checkpoints import CompactReplay
 from recipe_envs import make_collector, make_env, policy_evaluator
 from recipe_losses import make_optimizer, make_sac
 from recipe_models import make_sac_models
@@ -65,7 +66,7 @@ def train(cfg: DictConfig, run_dir: Path | None) -> dict[str, Any]:
             "critic_optimizer": critic_opt,
             "alpha_optimizer": alpha_opt,
             "stackelberg": stackelberg,
-            "replay_buffer": replay,
+            "replay_buffer": CompactReplay(replay),  # its filled rows only
         },
         counters={"updates": 0},
     )

@@ -55,9 +55,12 @@ def test_short_run_updates_and_logs_the_implicit_diagnostics(tmp_path, leader):
     # the warm-up is capped at 10% of the run (60 frames): every batch trains
     for name in ("implicit/correction_ratio", "implicit/solver_iterations", "implicit/loss_qvalue", "eval/return_mean"):
         assert csv_steps(tmp_path, name) == [200, 400, 600], name
-    state = torch.load(list_checkpoints(tmp_path / "checkpoints")[0], weights_only=False)
+    newest = list_checkpoints(tmp_path / "checkpoints")[0]
+    state = torch.load(newest, weights_only=False)
     assert state["replay_buffer"] is not None and state["counters"]["updates"] == 30  # 3 batches × 200 × 0.05
     assert state["recipe"] == "stsac"
+    # the 1M-slot buffer holds 600 rows: the checkpoint holds those, not the empty slots (~150 MB)
+    assert newest.stat().st_size < 2_000_000
     evaluation = subprocess.run(
         [sys.executable, str(RECIPES / "evaluate.py"), f"checkpoint={tmp_path}", "episodes=2"],
         capture_output=True,

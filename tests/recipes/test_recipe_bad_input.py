@@ -93,7 +93,11 @@ def test_mujoco_missing_says_what_to_install(monkeypatch):
 
 
 def test_evaluate_bad_input_is_one_line(tmp_path):
-    for args, message in [((), "checkpoint"), (("checkpoint=/no/such", "episodes=0"), "episodes=0 is not allowed")]:
+    cases = [
+        ((), "error: checkpoint= is required (a run directory or one of its checkpoint files"),
+        (("checkpoint=/no/such", "episodes=0"), "episodes=0 is not allowed"),
+    ]
+    for args, message in cases:
         result = subprocess.run(
             [sys.executable, str(RECIPES / "evaluate.py"), *args],
             capture_output=True,
@@ -103,3 +107,37 @@ def test_evaluate_bad_input_is_one_line(tmp_path):
         )
         assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
         assert message in result.stderr and list(tmp_path.iterdir()) == []
+
+
+def test_a_second_writer_of_a_run_directory_is_one_line(tmp_path):
+    """A live run holds its directory's lock: a second run (or an overlapping resume) stops in one line
+    naming the holder, before it touches the logs or the checkpoints."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys, time; h = open(sys.argv[1], 'a+'); fcntl.flock(h, fcntl.LOCK_EX); "
+            "h.write('pid 4242 on test'); h.flush(); print('locked', flush=True); time.sleep(120)",
+            str(tmp_path / ".lock"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        (tmp_path / "logs").mkdir()
+        (tmp_path / "logs" / "live.csv").write_text("100,1.0\n")
+        result = subprocess.run(
+            [sys.executable, str(RECIPES / "stac_mujoco.py"), f"hydra.run.dir={tmp_path}", "total_frames=10"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=300,
+        )
+    finally:
+        holder.kill()
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 1 and len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"{tmp_path} is in use by pid 4242 on test" in errors[0]
+    assert (tmp_path / "logs" / "live.csv").read_text() == "100,1.0\n"
+    assert not (tmp_path / "checkpoints").exists()
