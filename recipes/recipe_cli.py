@@ -19,7 +19,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from recipe_checkpoints import AUTO, RunDirectoryBusy, run_dir_of
+from recipe_checkpoints import AUTO, LOCK_FILE, RunDirectoryBusy, run_dir_of
 from recipe_schema import ConfigError, StacConfig, allowed, unknown_key
 
 
@@ -97,6 +97,7 @@ def _discard_hydra_output() -> None:
     output = Path(hydra_cfg.runtime.output_dir)
     if hydra_cfg.output_subdir:
         shutil.rmtree(output / hydra_cfg.output_subdir, ignore_errors=True)
+    (output / LOCK_FILE).unlink(missing_ok=True)  # this run's own lock (a live run's never reaches here)
     cwd = Path.cwd().resolve()
     directory = output.resolve()
     if directory == cwd or directory in cwd.parents:

@@ -251,8 +251,15 @@ def validate(cfg: DictConfig) -> None:
         if not all(isinstance(v, bool) or _in_range(v, meta) for v in items if not isinstance(v, str)):
             raise _bad(schema, spec.name, list(value) if isinstance(value, ListConfig) else value)
     check_device(cfg.device)
+    if "logger" in cfg:
+        check_logger(cfg.logger)
     if schema in (StacConfig, StppoConfig):
         _check_training_rules(cfg)
+    if schema is StsacConfig and int(cfg.utd_ratio * cfg.frames_per_batch) < 1:
+        raise ConfigError(
+            f"utd_ratio={cfg.utd_ratio} × frames_per_batch={cfg.frames_per_batch} is less than one update per "
+            "batch: SAC would never train. Raise utd_ratio or frames_per_batch."
+        )
     if schema is StsacConfig and cfg.update_order == "critic_first" and cfg.algo != "sac":
         raise ConfigError("update_order=critic_first is a plain-SAC option: use algo=sac (or update_order=joint).")
     if schema is StsacConfig and cfg.leader == "critic" and cfg.hessian == "gauss_newton":
@@ -283,9 +290,13 @@ def _check_training_rules(cfg: DictConfig) -> None:
             f"frames_per_batch={cfg.frames_per_batch} must be a multiple of "
             f"ppo_minibatch_size={cfg.ppo_minibatch_size}."
         )
-    package = {"tensorboard": "tensorboard", "wandb": "wandb"}.get(cfg.logger)
+
+
+def check_logger(logger: str) -> None:
+    """``tensorboard`` and ``wandb`` need their package installed."""
+    package = {"tensorboard": "tensorboard", "wandb": "wandb"}.get(logger)
     if package and importlib.util.find_spec(package) is None:
-        raise ConfigError(f"logger={cfg.logger} needs {package}: pip install {package}.")
+        raise ConfigError(f"logger={logger} needs {package}: pip install {package}.")
 
 
 def check_device(device: str) -> None:

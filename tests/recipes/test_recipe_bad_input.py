@@ -49,10 +49,36 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize("overrides,message", BAD_INPUTS, ids=lambda v: " ".join(v) if isinstance(v, list) else "")
-def test_bad_input_is_one_line(tmp_path, overrides, message):
+TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
+SAC_BAD_INPUTS = [
+    (["batch_sise=3"], "batch_sise is not a key of this recipe. Did you mean batch_size?"),
+    (["critic_steps=3"], "critic_steps is not a key of this recipe."),
+    (["utd_ratio=0.001", "frames_per_batch=500"], "is less than one update per batch: SAC would never train"),
+    (["env=CartPole-v1"], "SAC here needs continuous (Box) actions."),
+    pytest.param(
+        ["logger=tensorboard"],
+        "logger=tensorboard needs tensorboard: pip install tensorboard.",
+        marks=pytest.mark.skipif(TENSORBOARD, reason="tensorboard is installed here"),
+    ),
+]
+
+
+def _with_script(case, script: str):
+    """``(overrides, message)`` or a ``pytest.param`` of it, for ``script``."""
+    if hasattr(case, "marks"):  # a pytest.param (itself a tuple)
+        return pytest.param(script, *case.values, marks=case.marks)
+    return (script, *case)
+
+
+@pytest.mark.parametrize(
+    "script,overrides,message",
+    [_with_script(case, "stac_mujoco.py") for case in BAD_INPUTS]
+    + [_with_script(case, "stsac_mujoco.py") for case in SAC_BAD_INPUTS],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else v if v.endswith(".py") else "",
+)
+def test_bad_input_is_one_line(tmp_path, script, overrides, message):
     result = subprocess.run(
-        [sys.executable, str(RECIPES / "stac_mujoco.py"), *overrides],
+        [sys.executable, str(RECIPES / script), *overrides],
         capture_output=True,
         text=True,
         cwd=tmp_path,
