@@ -110,11 +110,15 @@ def restore(stateful: dict[str, Any], state: dict[str, Any]) -> dict[str, int]:
     return dict(state["counters"])
 
 
+def checkpoint_name(frames: int) -> str:
+    return f"frames_{frames:012d}.pt"
+
+
 def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:
     """Write ``checkpoints/frames_<frames>.pt`` atomically, then keep only the newest ``KEEP``."""
     directory = Path(run_dir) / CHECKPOINT_DIR
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"frames_{state['counters']['frames']:012d}.pt"
+    path = directory / checkpoint_name(state["counters"]["frames"])
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as file:
         torch.save(state, file)

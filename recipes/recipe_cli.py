@@ -18,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+from recipe_run import RunInterrupted
 
 from recipe_checkpoints import AUTO, LOCK_FILE, RunDirectoryBusy, run_dir_of
 from recipe_schema import ConfigError, StacConfig, allowed, unknown_key
@@ -78,6 +79,8 @@ def one_line_errors(task: Callable[[DictConfig], None]) -> Callable[[DictConfig]
     def wrapped(cfg: DictConfig) -> None:
         try:
             task(cfg)
+        except RunInterrupted as stop:  # a signal: checkpointed, the line printed
+            sys.exit(stop.code)
         except RunDirectoryBusy as error:  # the directory belongs to a live run: leave all of it alone
             sys.exit(f"error: {error}")
         except ConfigError as error:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +25,7 @@ from tensordict import TensorDictBase
 from tqdm import tqdm
 
 from recipe_checkpoints import (
+    checkpoint_name,
     complete,
     lock_run_directory,
     restore,
@@ -34,6 +37,14 @@ from recipe_checkpoints import (
 from recipe_envs import check_env, onpolicy_collector, start_fresh_episodes
 from recipe_logs import PhaseTimer, log_scalars, make_logger
 from recipe_schema import validate
+
+
+class RunInterrupted(Exception):
+    """SIGINT or SIGTERM stopped the run after a checkpoint; ``code`` is the exit status (128 + signal)."""
+
+    def __init__(self, code: int):
+        super().__init__(code)
+        self.code = code
 
 
 class TrainingRun:
@@ -113,13 +124,21 @@ class TrainingRun:
 
     def batches(self, collector, label: str) -> Iterator[TensorDictBase]:
         """The collector's batches, time last (``[num_envs, T]`` or ``[T]``), timed and counted; the
-        collector starts on fresh seeded episodes, and shuts down at the end."""
+        collector starts on fresh seeded episodes, and shuts down at the end.
+
+        SIGINT and SIGTERM stop the run at the next batch boundary (the loop's body finished):
+        a checkpoint, the collector's workers stopped, one line with the resume command on stderr,
+        and :class:`RunInterrupted` (exit status 130 or 143).
+        """
         self.progress = tqdm(total=self.cfg.total_frames, initial=self.counters["frames"], unit="frames", desc=label)
         self.start_wall = time.perf_counter()
         start_fresh_episodes(collector, self.episode_seed())
         self.collector = collector
+        received: list[int] = []
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda number, frame: received.append(number))
         iterator = iter(collector)
-        while True:
+        while not received:
             with self.timer("collect"):
                 batch = next(iterator, None)
             if batch is None:
@@ -129,7 +148,27 @@ class TrainingRun:
             self.counters["frames"] += batch.numel()
             self.counters["iterations"] += 1
             yield batch
+        if received:
+            self._stop(received[0])
         collector.shutdown()
+
+    def _stop(self, signum: int) -> None:
+        """Checkpoint (unless this batch was just saved), stop the collector, and leave with one line."""
+        saved = self.last_checkpoint is not None and self.last_checkpoint.name == checkpoint_name(
+            self.counters["frames"]
+        )
+        path = self.last_checkpoint if saved else self._save()  # no fresh episodes: the run stops here
+        self.collector.shutdown()
+        self.progress.close()
+        name = signal.Signals(signum).name
+        script = Path(sys.argv[0]).name if sys.argv and sys.argv[0].endswith(".py") else "<recipe>.py"
+        print(
+            f"stopped by {name} at {self.counters['frames']} frames ({path}); continue with: "
+            f"python recipes/{script} resume={self.run_dir} (and this run's other overrides)",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise RunInterrupted(128 + signum)
 
     def evaluation_due(self) -> bool:
         return self.counters["frames"] >= self.next_eval or self.done
@@ -161,13 +200,17 @@ class TrainingRun:
         """Save the training state, the recipe's name and a W&B logger's run id as the newest checkpoint;
         unless the run is done, every env then restarts on fresh seeded episodes (so a run resumed from
         this checkpoint is bit-identical to the uninterrupted one)."""
+        path = self._save()
+        self.next_checkpoint += self.cfg.checkpoint_interval
+        if not self.done:
+            start_fresh_episodes(self.collector, self.episode_seed())
+        return path
+
+    def _save(self) -> Path:
         state = training_state(self.stateful, self.counters, self.cfg)
         state["recipe"] = self.recipe
         state["logger"] = self.logger.state_dict() if self.cfg.logger == "wandb" else None
         self.last_checkpoint = save_checkpoint(self.run_dir, state)
-        self.next_checkpoint += self.cfg.checkpoint_interval
-        if not self.done:
-            start_fresh_episodes(self.collector, self.episode_seed())
         return self.last_checkpoint
 
     def finish(self, label: str, **extra: Any) -> dict[str, Any]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -313,3 +315,36 @@ def test_stppo_presets_torchrl_settings_and_overrides_win():
     assert cfg.normalize_observations and cfg.ppo_clip_epsilon == 0.2 and cfg.gae_lambda == 0.95
     assert load_config("config_stppo", ["frames_per_batch=4096"]).frames_per_batch == 4096
     assert load_config("config_stppo", ["env=CartPole-v1"]).env == "CartPole-v1"
+
+
+@pytest.mark.parametrize("signum,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_checkpoints_and_exits_promptly_with_the_resume_line(tmp_path, signum, status):
+    """SIGTERM (a cluster's preemption) or SIGINT (Ctrl-C) to the main process, with collector workers:
+    a checkpoint, one line with the resume command, the workers stopped, exit 128 + signal."""
+    command = [
+        sys.executable,
+        str(RECIPES / "stac_mujoco.py"),
+        *TINY[:3],
+        "num_envs=4",
+        "collector_workers=2",
+        "frames_per_batch=400",
+        "total_frames=400000",
+        f"hydra.run.dir={tmp_path}",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    progress = ""
+    while "400/400000" not in progress:  # the first batch is through: the loop runs
+        progress += process.stderr.read(1)
+        assert process.poll() is None, progress
+    workers = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
+    assert workers  # the collector's worker processes
+    process.send_signal(signum)
+    _, rest = process.communicate(timeout=120)
+    assert process.returncode == status, rest[-2000:]
+    stopped = [line for line in rest.splitlines() if line.startswith("stopped by")]
+    assert len(stopped) == 1 and f"resume={tmp_path}" in stopped[0] and "Traceback" not in rest
+    assert list_checkpoints(tmp_path / "checkpoints")
+    deadline = time.monotonic() + 10  # the workers were stopped, not orphaned (allow for their reaping)
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
