@@ -8,6 +8,8 @@ newest readable one is the one to resume from.
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import io
 import os
 import random
 import re
@@ -115,13 +117,20 @@ def checkpoint_name(frames: int) -> str:
 
 
 def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:
-    """Write ``checkpoints/frames_<frames>.pt`` atomically, then keep only the newest ``KEEP``."""
+    """Write ``checkpoints/frames_<frames>.pt`` atomically, then keep only the newest ``KEEP``.
+
+    The file holds the serialised state and its SHA-256, which :func:`load_checkpoint` verifies: a
+    flipped bit anywhere in the data makes the checkpoint unreadable, never silently different.
+    """
     directory = Path(run_dir) / CHECKPOINT_DIR
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / checkpoint_name(state["counters"]["frames"])
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getvalue()
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as file:
-        torch.save(state, file)
+        torch.save({"sha256": hashlib.sha256(payload).hexdigest(), "payload": payload}, file)
         file.flush()
         os.fsync(file.fileno())
     os.replace(tmp, path)
@@ -146,8 +155,13 @@ def run_dir_of(location: str | Path) -> Path:
     return path.parent if path.is_file() else path
 
 
-def _read(path: Path) -> dict[str, Any]:
-    state = torch.load(path, weights_only=False, map_location="cpu")
+def read_checkpoint(path: Path | str) -> dict[str, Any]:
+    """The state in a checkpoint file, its checksum verified (files written before checksums load as they are)."""
+    state = torch.load(Path(path), weights_only=False, map_location="cpu")
+    if isinstance(state, dict) and "payload" in state:
+        if hashlib.sha256(state["payload"]).hexdigest() != state.get("sha256"):
+            raise ValueError("checksum mismatch: the data changed after it was written")
+        state = torch.load(io.BytesIO(state["payload"]), weights_only=False, map_location="cpu")
     if not isinstance(state, dict) or "counters" not in state:
         raise ValueError("not a torchrl-stac checkpoint")
     return state
@@ -168,7 +182,7 @@ def load_checkpoint(location: str, key: str = "resume") -> tuple[dict[str, Any],
         failures = []
         for candidate in candidates:
             try:
-                state = _read(candidate)
+                state = read_checkpoint(candidate)
             except Exception as error:  # noqa: BLE001 - any unreadable file: try the previous one
                 failures.append(f"{candidate.name} is unreadable ({_reason(error)})")
                 continue
@@ -179,7 +193,7 @@ def load_checkpoint(location: str, key: str = "resume") -> tuple[dict[str, Any],
     if not path.is_file():
         raise ConfigError(f"{key}={location}: no run directory or checkpoint file there.")
     try:
-        return _read(path), path
+        return read_checkpoint(path), path
     except Exception as error:  # noqa: BLE001
         older = [p for p in list_checkpoints(path.parent) if p != path and _readable(p)]
         hint = f" The previous good checkpoint is {older[0]}: pass {key}={older[0]}." if older else ""
@@ -188,7 +202,7 @@ def load_checkpoint(location: str, key: str = "resume") -> tuple[dict[str, Any],
 
 def _readable(path: Path) -> bool:
     try:
-        _read(path)
+        read_checkpoint(path)
     except Exception:  # noqa: BLE001
         return False
     return True

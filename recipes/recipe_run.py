@@ -235,6 +235,7 @@ class TrainingRun:
         path = self.run_dir / "summary.json"
         path.with_suffix(".tmp").write_text(json.dumps(summary, indent=1))
         path.with_suffix(".tmp").replace(path)  # atomic: sweeps collect the run once this file exists
+        self.lock.close()  # the directory is free for a resume
         details = "".join(f", {value} {key}" for key, value in extra.items() if isinstance(value, int))
         print(
             f"done: {label} on {self.cfg.env}, seed {self.cfg.seed}: {summary['frames']} frames{details} in "
@@ -247,4 +248,5 @@ class TrainingRun:
         """The summary of a run found complete on ``resume=auto``: nothing to train."""
         frames = self.resumed["counters"]["frames"]
         print(f"{self.run_dir} already holds {frames} frames: nothing to train", flush=True)
+        self.lock.close()
         return {"frames": frames, "run_dir": str(self.run_dir)}

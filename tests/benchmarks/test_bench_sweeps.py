@@ -14,6 +14,7 @@ import torch
 
 import bench_ppo
 import bench_sample_efficiency
+from recipe_checkpoints import read_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,7 +48,7 @@ def assert_two_complete_runs(sweep: Path) -> None:
         assert (run / "checkpoints" / "frames_000000002000.pt").is_file()
         rows = (run / "logs" / "scalars" / "eval" / "return_mean.csv").read_text().splitlines()
         assert [int(float(row.split(",")[0])) for row in rows] == [1000, 2000]
-        finals.append(torch.load(run / "checkpoints" / "frames_000000002000.pt", weights_only=False)["actor"])
+        finals.append(read_checkpoint(run / "checkpoints" / "frames_000000002000.pt")["actor"])
     assert any(not torch.equal(a, b) for a, b in zip(finals[0].values(), finals[1].values(), strict=True))
 
 

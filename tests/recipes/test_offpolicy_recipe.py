@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from recipe_checkpoints import list_checkpoints
+from recipe_checkpoints import list_checkpoints, read_checkpoint
 from recipe_schema import ConfigError, load_config
 from stsac_mujoco import train
 
@@ -56,7 +56,7 @@ def test_short_run_updates_and_logs_the_implicit_diagnostics(tmp_path, leader):
     for name in ("implicit/correction_ratio", "implicit/solver_iterations", "implicit/loss_qvalue", "eval/return_mean"):
         assert csv_steps(tmp_path, name) == [200, 400, 600], name
     newest = list_checkpoints(tmp_path / "checkpoints")[0]
-    state = torch.load(newest, weights_only=False)
+    state = read_checkpoint(newest)
     assert state["replay_buffer"] is not None and state["counters"]["updates"] == 30  # 3 batches × 200 × 0.05
     assert state["recipe"] == "stsac"
     # the 1M-slot buffer holds 600 rows: the checkpoint holds those, not the empty slots (~150 MB)
@@ -77,7 +77,7 @@ def test_plain_sac_and_exact_resume_with_the_replay_buffer(tmp_path):
     straight = train(load_config("config_stsac", [*common, "total_frames=600"]), tmp_path / "straight")
     train(load_config("config_stsac", [*common, "total_frames=400"]), tmp_path / "first")
     resumed = train(load_config("config_stsac", [*common, "total_frames=600", f"resume={tmp_path / 'first'}"]), None)
-    a, b = torch.load(straight["checkpoint"], weights_only=False), torch.load(resumed["checkpoint"], weights_only=False)
+    a, b = read_checkpoint(straight["checkpoint"]), read_checkpoint(resumed["checkpoint"])
     for key, value in a["losses"].items():
         assert torch.equal(value, b["losses"][key]), f"{key} differs after resume"
     assert a["counters"] == b["counters"]

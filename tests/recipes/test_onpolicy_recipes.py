@@ -15,7 +15,7 @@ import torch
 import stac_mujoco
 import stppo_mujoco
 import stsac_mujoco
-from recipe_checkpoints import list_checkpoints
+from recipe_checkpoints import list_checkpoints, read_checkpoint
 from recipe_schema import ConfigError, load_config
 from stac_mujoco import train
 
@@ -125,7 +125,7 @@ def test_same_parameters_as_before_the_recipe_refactor(tmp_path, case):
     reference = torch.load(REFERENCE, weights_only=False)[case]
     script = {"config_stsac": stsac_mujoco, "config_stppo": stppo_mujoco}.get(reference["preset"], stac_mujoco)
     summary = script.train(load_config(reference["preset"], reference["overrides"]), tmp_path)
-    state = torch.load(summary["checkpoint"], weights_only=False)
+    state = read_checkpoint(summary["checkpoint"])
     assert state["counters"] == reference["counters"]
     parts = [part for part in ("actor", "critic", "losses") if part in reference]
     for part in parts:
@@ -141,7 +141,7 @@ def test_resume_continues_in_place_and_reproduces_an_uninterrupted_run(tmp_path,
     train(load_config(name, [*common, "total_frames=200"]), tmp_path / "first")
     resumed = train(load_config(name, [*common, "total_frames=300", f"resume={tmp_path / 'first'}"]), tmp_path / "x")
     assert resumed["run_dir"] == str(tmp_path / "first") and not (tmp_path / "x").exists()
-    a, b = torch.load(straight["checkpoint"], weights_only=False), torch.load(resumed["checkpoint"], weights_only=False)
+    a, b = read_checkpoint(straight["checkpoint"]), read_checkpoint(resumed["checkpoint"])
     assert a["counters"] == b["counters"] == {"frames": 300, "iterations": 3, "evaluations": 3}
     for part in ("actor", "critic"):
         for key in a[part]:
@@ -186,8 +186,8 @@ def test_kill_and_resume_loses_nothing(tmp_path):
         [*command, f"hydra.run.dir={tmp_path / 'straight'}"], cwd=tmp_path, capture_output=True, text=True, timeout=600
     )
     assert straight.returncode == 0, straight.stderr[-3000:]
-    a = torch.load(list_checkpoints(run_dir / "checkpoints")[0], weights_only=False)
-    b = torch.load(list_checkpoints(tmp_path / "straight" / "checkpoints")[0], weights_only=False)
+    a = read_checkpoint(list_checkpoints(run_dir / "checkpoints")[0])
+    b = read_checkpoint(list_checkpoints(tmp_path / "straight" / "checkpoints")[0])
     for part in ("actor", "critic"):
         for key in a[part]:
             assert torch.equal(a[part][key], b[part][key]), f"{part}.{key} differs after kill and resume"
@@ -211,6 +211,18 @@ def test_truncated_checkpoint_falls_back_or_names_the_previous_one(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"warning: {newest.name} is unreadable" in result.stdout and f"resuming from {previous}" in result.stdout
     assert csv_steps(tmp_path, "loss/critic") == [100, 200, 300, 400]  # the rows after 200 were re-run
+
+
+def test_a_flipped_bit_in_a_checkpoint_falls_back_to_the_previous_one(tmp_path):
+    common = ["frames_per_batch=100", "checkpoint_interval=100", "eval_interval=100", *TINY]
+    train(load_config("config_cartpole", [*common, "total_frames=300"]), tmp_path)
+    newest, previous = list_checkpoints(tmp_path / "checkpoints")
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0x10  # one bit, amid the saved tensors
+    newest.write_bytes(bytes(data))
+    result = run_script("stac_cartpole.py", *common, "total_frames=400", f"resume={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"warning: {newest.name} is unreadable" in result.stdout and f"resuming from {previous}" in result.stdout
 
 
 def test_resume_with_other_settings_lists_what_to_pass(tmp_path):
@@ -277,7 +289,7 @@ def test_ppo_recipe_logs_the_correction_and_evaluates_with_its_observation_stati
         assert csv_steps(tmp_path, name) == [256, 512], name
     assert csv_values(tmp_path, "implicit/correction_ratio")[-1] > 0
     assert csv_values(tmp_path, "ppo/lr_scale") == pytest.approx([1.0, 0.5])  # linear annealing over the run
-    state = torch.load(list_checkpoints(tmp_path / "checkpoints")[0], weights_only=False)
+    state = read_checkpoint(list_checkpoints(tmp_path / "checkpoints")[0])
     assert state["observation_norm"] is not None and state["recipe"] == "stppo"
     evaluation = run_script("evaluate.py", f"checkpoint={tmp_path}", "episodes=1", cwd=tmp_path / "logs")
     assert evaluation.returncode == 0, evaluation.stderr[-3000:]
@@ -295,7 +307,7 @@ def test_ppo_resume_reproduces_an_uninterrupted_run(tmp_path, algo):
     resumed = train_ppo(
         load_config("config_stppo", [*common, "total_frames=768", f"resume={tmp_path / 'first'}"]), None
     )
-    a, b = torch.load(straight["checkpoint"], weights_only=False), torch.load(resumed["checkpoint"], weights_only=False)
+    a, b = read_checkpoint(straight["checkpoint"]), read_checkpoint(resumed["checkpoint"])
     for part in ("actor", "critic"):
         for key in a[part]:
             assert torch.equal(a[part][key], b[part][key]), f"{part}.{key} differs after resume"
