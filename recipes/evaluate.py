@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 import recipe_cli
 from recipe_checkpoints import load_checkpoint
 from recipe_envs import check_env, evaluate, frozen_observation_norm, make_env
-from recipe_models import make_models, make_sac_models
+from recipe_models import make_deterministic_models, make_models, make_sac_models
 from recipe_schema import EvaluateConfig, validate
 
 
@@ -31,8 +31,11 @@ def saved_actor(state: dict[str, Any], env, device: str):
     """The checkpoint's actor, rebuilt as its recipe builds it and loaded with its weights."""
     run, recipe = state["config"], saved_recipe(state)
     if recipe == "stsac":
-        actor, _ = make_sac_models(env, run["num_cells"], device, run.get("scale_lb", 1e-4))
-        prefix = "actor_network."  # the actor's weights inside the SAC losses' state
+        if run["algo"].removeprefix("st") == "sac":
+            actor, _ = make_sac_models(env, run["num_cells"], device, run.get("scale_lb", 1e-4))
+        else:
+            actor, _, _ = make_deterministic_models(env, run["num_cells"], device, 0.0, 0)
+        prefix = "actor_network."  # the actor's weights inside the off-policy losses' state
         actor.load_state_dict({k[len(prefix) :]: v for k, v in state["losses"].items() if k.startswith(prefix)})
         return actor
     actor, _ = make_models(env, run["num_cells"], device, ppo=recipe == "stppo")

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 import torch
 from omegaconf import DictConfig
+from tensordict.nn import TensorDictModule
 from torchrl.modules import ProbabilisticActor, ValueOperator
 from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value import GAE
@@ -16,8 +17,11 @@ from torchrl_stac import (
     FollowerSolver,
     ImplicitGradientHook,
     StackelbergActorLoss,
+    StackelbergDDPGLoss,
     StackelbergSACLoss,
+    StackelbergTD3Loss,
     StackelbergUpdate,
+    TwinQLoss,
 )
 from torchrl_stac.regularization import Regularization
 
@@ -95,12 +99,22 @@ def make_ppo_loss(
     return loss, advantage, hook
 
 
-def make_sac(
-    cfg: DictConfig, actor: ProbabilisticActor, critics: list[ValueOperator]
-) -> tuple[StackelbergSACLoss, StackelbergUpdate | None]:
-    """SAC's two players and, for algo=stsac, the Stackelberg update with the configured leader."""
-    loss = StackelbergSACLoss(actor, critics, gamma=cfg.gamma, alpha_init=cfg.alpha_init, fixed_alpha=cfg.fixed_alpha)
-    if cfg.algo == "sac":
+def make_offpolicy(
+    cfg: DictConfig, actor: TensorDictModule, critics: list[ValueOperator], action_spec
+) -> tuple[TwinQLoss, StackelbergUpdate | None]:
+    """The two players of SAC, TD3 or DDPG (``algo``, with or without the ``st`` prefix) and, for the
+    Stackelberg algos, the update with the configured leader."""
+    base = cfg.algo.removeprefix("st")
+    bounds = {"action_low": action_spec.space.low, "action_high": action_spec.space.high, "gamma": cfg.gamma}
+    if base == "sac":
+        loss = StackelbergSACLoss(
+            actor, critics, gamma=cfg.gamma, alpha_init=cfg.alpha_init, fixed_alpha=cfg.fixed_alpha
+        )
+    elif base == "td3":
+        loss = StackelbergTD3Loss(actor, critics, policy_noise=cfg.policy_noise, noise_clip=cfg.noise_clip, **bounds)
+    else:
+        loss = StackelbergDDPGLoss(actor, critics[0], **bounds)
+    if cfg.algo == base:
         return loss, None
     update = StackelbergUpdate(
         loss, leader=cfg.leader, solver=make_solver(cfg), hessian=cfg.hessian, correction_every=cfg.correction_every

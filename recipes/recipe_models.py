@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import torch
-from tensordict.nn import AddStateIndependentNormalScale, NormalParamExtractor, TensorDictModule
+from tensordict.nn import AddStateIndependentNormalScale, NormalParamExtractor, TensorDictModule, TensorDictSequential
 from torch import nn
 from torchrl.data import Categorical, OneHot
 from torchrl.envs import EnvBase
-from torchrl.modules import MLP, OneHotCategorical, ProbabilisticActor, TanhNormal, ValueOperator
+from torchrl.modules import (
+    MLP,
+    AdditiveGaussianModule,
+    OneHotCategorical,
+    ProbabilisticActor,
+    TanhModule,
+    TanhNormal,
+    ValueOperator,
+)
 
 from recipe_schema import ConfigError
 
@@ -68,6 +76,41 @@ def orthogonal(net: nn.Module, gain: float) -> nn.Module:
     return net
 
 
+def q_critics(env: EnvBase, cells: list[int], device: str, count: int) -> list[ValueOperator]:
+    """``count`` ReLU MLP Q critics on (observation, action) (TorchRL's SAC and TD3 critics)."""
+    obs_dim = env.observation_spec["observation"].shape[-1]
+    act_dim = env.action_spec_unbatched.shape[-1]
+    return [
+        ValueOperator(
+            MLP(in_features=obs_dim + act_dim, out_features=1, num_cells=list(cells), activation_class=nn.ReLU),
+            in_keys=["observation", "action"],
+        ).to(device)
+        for _ in range(count)
+    ]
+
+
+def make_deterministic_models(
+    env: EnvBase, cells: list[int], device: str, exploration_noise: float, critics: int
+) -> tuple[TensorDictModule, TensorDictSequential, list[ValueOperator]]:
+    """TD3's and DDPG's networks: a ReLU MLP actor μ_θ squashed into the action bounds (tanh), the
+    collector's policy (μ_θ plus Gaussian noise of scale ``exploration_noise``, in the bounds'
+    units; none in deterministic mode), and ``critics`` Q critics."""
+    obs_dim = env.observation_spec["observation"].shape[-1]
+    action_spec = env.action_spec_unbatched
+    if isinstance(action_spec, OneHot | Categorical):
+        raise ConfigError("TD3 and DDPG here need continuous (Box) actions.")
+    net = MLP(in_features=obs_dim, out_features=action_spec.shape[-1], num_cells=list(cells), activation_class=nn.ReLU)
+    actor = TensorDictSequential(
+        TensorDictModule(net, ["observation"], ["action_preimage"]),
+        TanhModule(in_keys=["action_preimage"], out_keys=["action"], spec=action_spec),
+    ).to(device)
+    noise = AdditiveGaussianModule(
+        spec=action_spec, sigma_init=exploration_noise, sigma_end=exploration_noise, annealing_num_steps=1
+    )
+    policy = TensorDictSequential(actor, noise.to(device))
+    return actor, policy, q_critics(env, cells, device, critics)
+
+
 def make_sac_models(
     env: EnvBase, cells: list[int], device: str, scale_lb: float = 1e-4
 ) -> tuple[ProbabilisticActor, list[ValueOperator]]:
@@ -90,11 +133,4 @@ def make_sac_models(
         distribution_kwargs={"low": action_spec.space.low, "high": action_spec.space.high},
         return_log_prob=False,
     )
-    critics = [
-        ValueOperator(
-            MLP(in_features=obs_dim + act_dim, out_features=1, num_cells=list(cells), activation_class=nn.ReLU),
-            in_keys=["observation", "action"],
-        ).to(device)
-        for _ in range(2)
-    ]
-    return actor.to(device), critics
+    return actor.to(device), q_critics(env, cells, device, 2)

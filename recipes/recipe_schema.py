@@ -121,7 +121,8 @@ class StsacConfig:
 
     env: str = "Hopper-v4"  # any Gymnasium id with a flat Box observation and Box actions
     seed: int = 0
-    algo: str = _key("stsac", choices=("stsac", "sac"))  # sac: each player's own gradient
+    # sac, td3, ddpg: each player's own gradient; stsac, sttd3, stddpg: the leader's total derivative
+    algo: str = _key("stsac", choices=("stsac", "sac", "sttd3", "td3", "stddpg", "ddpg"))
     leader: str = _key("actor", choices=("actor", "critic"))  # who follows the total derivative
     total_frames: int = _key(1_000_000, low=1)
     init_random_frames: int = _key(25_000, low=0)  # uniform random actions first (capped at 10% of the run)
@@ -137,6 +138,10 @@ class StsacConfig:
     fixed_alpha: bool = False  # keep α at alpha_init (no temperature loss)
     scale_lb: float = _key(1e-4, above=0.0)  # the actor's smallest standard deviation (before tanh)
     update_order: str = _key("joint", choices=("joint", "critic_first"))  # critic_first: algo=sac, SB3's order
+    exploration_noise: float = _key(0.1, low=0.0)  # TD3/DDPG: Gaussian action noise while collecting
+    policy_noise: float = _key(0.2, low=0.0)  # TD3: target smoothing σ
+    noise_clip: float = _key(0.5, low=0.0)  # TD3: target smoothing clip c
+    policy_delay: int = _key(2, low=1)  # TD3: actor and target updates every n critic updates (DDPG: 1)
     gamma: float = _key(0.99, low=0.0, high=1.0)
     tau: float = _key(0.005, above=0.0, high=1.0)  # target networks: Q̄ ← (1 − τ) Q̄ + τ Q per update
     regularization: float = _key(1.0, low=0.0)  # λ

@@ -1,13 +1,16 @@
-"""Stackelberg SAC (``algo=stsac``, ``leader=actor|critic``) or plain SAC (``algo=sac``) on MuJoCo.
+"""Off-policy Stackelberg on MuJoCo: SAC, TD3 or DDPG (``algo=sac|td3|ddpg``) and their Stackelberg
+twins (``algo=stsac|sttd3|stddpg``, ``leader=actor|critic``).
 
-python recipes/stsac_mujoco.py env=Hopper-v4                       # the actor leads
+python recipes/stsac_mujoco.py env=Hopper-v4                       # Stackelberg SAC, the actor leads
 python recipes/stsac_mujoco.py env=Hopper-v4 leader=critic         # the critic leads
 python recipes/stsac_mujoco.py env=Hopper-v4 algo=sac              # plain SAC (TorchRL's settings)
+python recipes/stsac_mujoco.py env=HalfCheetah-v4 algo=sttd3       # Stackelberg TD3 (algo=td3: TD3)
 
 Every key of ``recipe_schema.StsacConfig`` is a ``key=value`` override; ``config_stsac.yaml`` is the
 preset. Per batch: collect ``frames_per_batch`` steps into a replay buffer, then ``utd_ratio``
 updates per step, each on one minibatch and one noise draw for both players (leader: total
-derivative; follower: its own gradient; α: its own loss), then Polyak-averaged targets.
+derivative; follower: its own gradient; α: its own loss), then Polyak-averaged targets. TD3's
+actor and targets step every ``policy_delay`` updates; TD3 and DDPG explore with Gaussian noise.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from torchrl.data import LazyTensorStorage, ReplayBuffer
 import recipe_cli
 from recipe_checkpoints import CompactReplay
 from recipe_envs import make_collector, make_env, policy_evaluator
-from recipe_losses import make_optimizer, make_sac
-from recipe_models import make_sac_models
+from recipe_losses import make_offpolicy, make_optimizer
+from recipe_models import make_deterministic_models, make_sac_models
 from recipe_schema import StsacConfig
 from torchrl_stac import plain_gradients
 
@@ -52,16 +55,25 @@ def train(cfg: DictConfig, run_dir: Path | None) -> dict[str, Any]:
         return run.skip_complete()
 
     # ---- build: networks, the two players' losses, the Stackelberg update, optimizers, replay buffer
+    base = cfg.algo.removeprefix("st")  # sac, td3 or ddpg
     eval_env = make_env(cfg.env, 1, cfg.device)
-    actor, critics = make_sac_models(eval_env, cfg.num_cells, cfg.device, cfg.scale_lb)
-    loss, stackelberg = make_sac(cfg, actor, critics)
+    if base == "sac":
+        actor, critics = make_sac_models(eval_env, cfg.num_cells, cfg.device, cfg.scale_lb)
+        policy = actor  # explores by sampling
+    else:  # a deterministic actor; the collector's policy adds Gaussian noise
+        critic_count = 2 if base == "td3" else 1
+        actor, policy, critics = make_deterministic_models(
+            eval_env, cfg.num_cells, cfg.device, cfg.exploration_noise, critic_count
+        )
+    loss, stackelberg = make_offpolicy(cfg, actor, critics, eval_env.action_spec_unbatched)
     actor_opt = make_optimizer("adam", loss.actor_params, cfg.actor_lr)
     critic_opt = make_optimizer("adam", loss.critic_params, cfg.critic_lr)
-    alpha_opt = make_optimizer("adam", [loss.log_alpha], cfg.alpha_lr)
+    alpha_opt = make_optimizer("adam", [loss.log_alpha], cfg.alpha_lr) if base == "sac" else None
+    actor_delay = cfg.policy_delay if base == "td3" else 1
     replay = ReplayBuffer(storage=LazyTensorStorage(cfg.buffer_size), batch_size=cfg.batch_size)
     run.open(
         {
-            "losses": loss,  # actor, twin critics, their targets and log α
+            "losses": loss,  # actor, critics, their targets (and SAC's log α)
             "actor_optimizer": actor_opt,
             "critic_optimizer": critic_opt,
             "alpha_optimizer": alpha_opt,
@@ -72,7 +84,7 @@ def train(cfg: DictConfig, run_dir: Path | None) -> dict[str, Any]:
     )
     warmup = min(cfg.init_random_frames, cfg.total_frames // 10)  # a short run still trains
     collector = make_collector(
-        cfg.env, actor, frames_per_batch=cfg.frames_per_batch, total_frames=run.frames_left(cfg.frames_per_batch)
+        cfg.env, policy, frames_per_batch=cfg.frames_per_batch, total_frames=run.frames_left(cfg.frames_per_batch)
     )
     collector.init_random_frames = max(0, warmup - run.counters["frames"])  # uniform actions until then
     evaluate_policy = policy_evaluator(actor, eval_env, cfg)
@@ -90,19 +102,25 @@ def train(cfg: DictConfig, run_dir: Path | None) -> dict[str, Any]:
                         prefix = "implicit/"
                     elif cfg.update_order == "critic_first":  # SB3's order: the actor sees the stepped critic
                         diagnostics = critic_first_step(loss, minibatch, critic_opt)
-                        prefix = "sac/"
-                    else:  # SAC: each player's own partial gradient
+                        prefix = f"{base}/"
+                    else:  # each player's own partial gradient
                         diagnostics = plain_gradients(loss, minibatch)
-                        prefix = "sac/"
+                        prefix = f"{base}/"
+                    actor_step = run.counters["updates"] % actor_delay == 0  # TD3: the actor and targets lag
+                    for optimizer in (actor_opt if actor_step else None, critic_opt, alpha_opt):
+                        if optimizer is not None:
+                            optimizer.step()
                     for optimizer in (actor_opt, critic_opt, alpha_opt):
-                        optimizer.step()
-                        optimizer.zero_grad(set_to_none=True)
-                    loss.update_targets(cfg.tau)
+                        if optimizer is not None:
+                            optimizer.zero_grad(set_to_none=True)
+                    if actor_step:
+                        loss.update_targets(cfg.tau)
                     run.counters["updates"] += 1
                     for key, value in diagnostics.items():
                         logged[prefix + key].append(float(value))
         metrics = {key: float(np.mean(values)) for key, values in logged.items()}
-        metrics["alpha"] = float(loss.alpha)
+        if base == "sac":
+            metrics["alpha"] = float(loss.alpha)
 
         if run.evaluation_due():
             metrics.update(run.evaluate(evaluate_policy))
@@ -111,7 +129,7 @@ def train(cfg: DictConfig, run_dir: Path | None) -> dict[str, Any]:
             run.checkpoint()  # then fresh seeded episodes: a resumed run is bit-identical
 
     eval_env.close()
-    label = f"{cfg.algo} ({cfg.leader} leads)" if cfg.algo == "stsac" else cfg.algo
+    label = f"{cfg.algo} ({cfg.leader} leads)" if stackelberg is not None else cfg.algo
     return run.finish(label, leader=cfg.leader, updates=run.counters["updates"])
 
 

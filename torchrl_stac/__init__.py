@@ -3,7 +3,7 @@
 from torchrl_stac.curvature import exact_hvp, explicit_matrix, gauss_newton_hvp, jvp, vjp
 from torchrl_stac.follower_solver import FollowerSolver
 from torchrl_stac.implicit_hook import ImplicitGradientHook
-from torchrl_stac.offpolicy_losses import StackelbergSACLoss, StackelbergTD3Loss, TwinQLoss
+from torchrl_stac.offpolicy_losses import StackelbergDDPGLoss, StackelbergSACLoss, StackelbergTD3Loss, TwinQLoss
 from torchrl_stac.offpolicy_update import StackelbergUpdate, plain_gradients
 from torchrl_stac.onpolicy_losses import CriticLoss, StackelbergActorLoss
 from torchrl_stac.regularization import ExponentialDecay
@@ -20,6 +20,7 @@ __all__ = [
     "ImplicitGradientHook",
     "SolveResult",
     "StackelbergActorLoss",
+    "StackelbergDDPGLoss",
     "StackelbergSACLoss",
     "StackelbergTD3Loss",
     "StackelbergUpdate",

@@ -303,3 +303,30 @@ class StackelbergTD3Loss(TwinQLoss):
         smoothing = (self.policy_noise * noise).clamp(-self.noise_clip, self.noise_clip)
         action = torch.clamp(self._deterministic(next_td) + smoothing, min=self.action_low, max=self.action_high)
         return self.q_values(next_td, action, target=True).min(0).values
+
+
+class StackelbergDDPGLoss(StackelbergTD3Loss):
+    """The two players of (Stackelberg) DDPG: TD3's losses with one critic and no target smoothing.
+
+    f_A = −mean Q_w(s, μ_θ(s)); y = r + γ(1 − terminated) Q̄(s', μ_θ(s')), the target action keeping
+    its θ-gradient.
+    """
+
+    def __init__(
+        self,
+        actor_network: TensorDictModule,
+        qvalue_network: TensorDictModule,
+        *,
+        action_low: torch.Tensor,
+        action_high: torch.Tensor,
+        gamma: float = 0.99,
+    ):
+        super().__init__(
+            actor_network,
+            [qvalue_network],
+            action_low=action_low,
+            action_high=action_high,
+            gamma=gamma,
+            policy_noise=0.0,
+            noise_clip=0.0,
+        )

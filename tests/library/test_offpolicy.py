@@ -304,13 +304,14 @@ class Linear(nn.Module):
         return self.mean(observation)
 
 
-def make_td3_loss(num_q: int):
-    from torchrl_stac import StackelbergTD3Loss
+def make_td3_loss(num_q: int, ddpg: bool = False):
+    from torchrl_stac import StackelbergDDPGLoss, StackelbergTD3Loss
 
     torch.manual_seed(1)
     actor = TensorDictModule(Linear(), ["observation"], ["action"])
     qs = [TensorDictModule(QFeatures(j), ["observation", "action"], ["state_action_value"]) for j in range(num_q)]
-    loss = StackelbergTD3Loss(actor, qs, action_low=-100.0, action_high=100.0, gamma=GAMMA)
+    bounds = {"action_low": -100.0, "action_high": 100.0, "gamma": GAMMA}
+    loss = StackelbergDDPGLoss(actor, qs[0], **bounds) if ddpg else StackelbergTD3Loss(actor, qs, **bounds)
     with torch.no_grad():
         for target in loss.target_qvalue_networks:
             for p in target.parameters():
@@ -318,8 +319,9 @@ def make_td3_loss(num_q: int):
     return loss
 
 
-def ref_td3(loss, td, theta, w):
-    """(f_A, f_C) of TD3 from scratch: −Q₁(s, μ(s)); y with the smoothed μ_θ(s') keeping its gradient."""
+def ref_td3(loss, td, theta, w, policy_noise: float = 0.2):
+    """(f_A, f_C) of TD3 from scratch: −Q₁(s, μ(s)); y with the smoothed μ_θ(s') keeping its gradient
+    (DDPG: ``policy_noise=0``, one critic)."""
     actor_net = loss.actor_network.module
     q_nets = [net.module for net in loss.qvalue_networks]
     targets = [net.module for net in loss.target_qvalue_networks]
@@ -329,7 +331,7 @@ def ref_td3(loss, td, theta, w):
         for net, piece in zip(q_nets, torch.split(w, sizes), strict=True):
             stack.enter_context(substituted(net, piece))
         f_actor = -q_nets[0](td["observation"], actor_net(td["observation"])).mean()
-        smoothing = (0.2 * td["sac_noise"][..., 1, :]).clamp(-0.5, 0.5)
+        smoothing = (policy_noise * td["sac_noise"][..., 1, :]).clamp(-0.5, 0.5)
         next_action = actor_net(td["next", "observation"]) + smoothing
         next_q = torch.stack([n(td["next", "observation"], next_action).squeeze(-1) for n in targets]).min(0).values
         alive = (~td["next", "terminated"]).squeeze(-1).double()
@@ -369,6 +371,32 @@ def test_td3_critic_leader_is_the_exact_derivative_at_the_actors_best_response()
     theta_grad, w_grad, _ = library_gradients(loss, td, leader="critic", method="dense")
     torch.testing.assert_close(w_grad, exact, rtol=1e-7, atol=1e-9)
     assert theta_grad.abs().max() < 1e-9
+
+
+@pytest.mark.parametrize("leader", ["actor", "critic"])
+def test_ddpg_total_gradient_is_the_exact_derivative_at_the_followers_best_response(leader):
+    loss, td = make_td3_loss(num_q=1, ddpg=True), make_batch(9)
+    assert len(loss.qvalue_networks) == 1 and loss.policy_noise == 0.0
+    loss.draw_noise(td)
+    theta = flat(loss.actor_network).requires_grad_(True)
+    w = flat(loss.qvalue_networks).requires_grad_(True)
+
+    def ref(th, w_):
+        return ref_td3(loss, td, th, w_, policy_noise=0.0)
+
+    if leader == "actor":
+        w_star = newton_best_response(lambda w_: ref(theta, w_)[1], w)
+        exact = torch.autograd.grad(ref(theta, newton_best_response(lambda w_: ref(theta, w_)[1], w))[0], theta)[0]
+        set_params(loss.critic_params, w_star.detach())
+        leader_grad, follower_grad, diagnostics = library_gradients(loss, td, method="dense")
+    else:
+        theta_star = newton_best_response(lambda th: ref(th, w)[0], theta)
+        exact = torch.autograd.grad(ref(newton_best_response(lambda th: ref(th, w)[0], theta), w)[1], w)[0]
+        set_params(loss.actor_params, theta_star.detach())
+        follower_grad, leader_grad, diagnostics = library_gradients(loss, td, leader="critic", method="dense")
+    torch.testing.assert_close(leader_grad, exact, rtol=1e-7, atol=1e-9)
+    assert follower_grad.abs().max() < 1e-9
+    assert diagnostics["implicit_norm"] > 1e-3 * diagnostics["partial_norm"]
 
 
 def test_plain_sac_losses_and_gradients_equal_torchrl_sacloss():

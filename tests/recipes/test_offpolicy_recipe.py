@@ -72,6 +72,35 @@ def test_short_run_updates_and_logs_the_implicit_diagnostics(tmp_path, leader):
     assert "stsac_mujoco.py algo=stsac on Hopper-v4 (gymnasium) after 600 frames" in evaluation.stdout
 
 
+@pytest.mark.parametrize("algo", ["td3", "sttd3", "ddpg", "stddpg"])
+def test_td3_and_ddpg_and_their_stackelberg_twins_train_log_and_evaluate(tmp_path, algo):
+    result = subprocess.run(
+        [sys.executable, str(RECIPES / "stsac_mujoco.py"), f"algo={algo}", "total_frames=600", *TINY]
+        + [f"hydra.run.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    label = f"{algo} (actor leads)" if algo.startswith("st") else algo
+    assert f"done: {label} on Hopper-v4, seed 0: 600 frames, 30 updates" in result.stdout
+    logged = "implicit/correction_ratio" if algo.startswith("st") else f"{algo}/loss_qvalue"
+    assert csv_steps(tmp_path, logged) == [200, 400, 600]
+    state = read_checkpoint(list_checkpoints(tmp_path / "checkpoints")[0])
+    critics = {key.split(".")[1] for key in state["losses"] if key.startswith("qvalue_networks.")}
+    assert len(critics) == (1 if algo.endswith("ddpg") else 2)
+    evaluation = subprocess.run(
+        [sys.executable, str(RECIPES / "evaluate.py"), f"checkpoint={tmp_path}", "episodes=1"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert evaluation.returncode == 0, evaluation.stderr[-3000:]
+    assert f"stsac_mujoco.py algo={algo} on Hopper-v4" in evaluation.stdout
+
+
 def test_plain_sac_and_exact_resume_with_the_replay_buffer(tmp_path):
     common = ["algo=sac", *TINY]
     straight = train(load_config("config_stsac", [*common, "total_frames=600"]), tmp_path / "straight")
