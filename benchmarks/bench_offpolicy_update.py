@@ -1,4 +1,4 @@
-"""What does a Stackelberg SAC update cost next to a SAC update? Both timed in the same run.
+"""What does a Stackelberg update cost next to its plain base (SAC, TD3, DDPG)? All timed in one run.
 
     python benchmarks/bench_offpolicy_update.py [--updates 10] [--rounds 3] [--threads 0]
 
@@ -6,7 +6,8 @@ At the recipe's default sizes (256×256 ReLU actor and twin critics, batch 256, 
 observations and 3 actions), one update = both players' gradients, three Adam steps and the
 Polyak target update. Variants are timed in interleaved rounds (medians reported): plain SAC,
 the Stackelberg update at the recipe's defaults (read from its schema), and one change at a time
-(the critic leading, CG iterations, no warm start, Gauss-Newton curvature, the correction period).
+(the critic leading, CG iterations, no warm start, Gauss-Newton curvature, the correction period),
+and TD3 and DDPG with their Stackelberg twins at the recipe's defaults, each against its own base.
 Prints a table and the line ``ST/plain update ratio: X`` (default settings); writes
 ``benchmarks/results/bench_offpolicy_update.{json,md}`` and the table into ``docs/recipes.md``.
 """
@@ -68,20 +69,33 @@ VARIANTS = {  # one change at a time from the recipe's default
     "ST CG 10": {"cg_iterations": 10},
     "ST no warm start": {"warm_start": False},
     "ST Gauss-Newton": {"hessian": "gauss_newton", "curvature_fallback": None},
+    "TD3 (plain)": {"base": "td3", "plain": True},
+    "ST TD3 (recipe default, actor leads)": {"base": "td3"},
+    "DDPG (plain)": {"base": "ddpg", "plain": True},
+    "ST DDPG (recipe default, actor leads)": {"base": "ddpg"},
 }
+PLAIN = {"sac": "SAC (plain)", "td3": "TD3 (plain)", "ddpg": "DDPG (plain)"}  # each row's baseline
 
 
-def make_players(seed: int = 0):
+def make_players(base: str = "sac", seed: int = 0):
+    """The recipe's losses for ``base`` (sac, td3 or ddpg) at its default sizes, and their optimizers."""
+    from omegaconf import OmegaConf
+
     from recipe_envs import make_env
-    from recipe_losses import make_optimizer
-    from recipe_models import make_sac_models
-    from torchrl_stac import StackelbergSACLoss
+    from recipe_losses import make_offpolicy, make_optimizer
+    from recipe_models import make_deterministic_models, make_sac_models
+    from recipe_schema import StsacConfig
 
     torch.manual_seed(seed)
-    actor, critics = make_sac_models(make_env("Hopper-v4"), [256, 256], "cpu")
-    loss = StackelbergSACLoss(actor, critics, gamma=0.99)
+    env = make_env("Hopper-v4")
+    if base == "sac":
+        actor, critics = make_sac_models(env, [256, 256], "cpu")
+    else:
+        actor, _, critics = make_deterministic_models(env, [256, 256], "cpu", 0.1, 2 if base == "td3" else 1)
+    loss, _ = make_offpolicy(OmegaConf.structured(StsacConfig(algo=base)), actor, critics, env.action_spec_unbatched)
     optimizers = [make_optimizer("adam", params, 3e-4) for params in (loss.actor_params, loss.critic_params)]
-    optimizers.append(make_optimizer("adam", [loss.log_alpha], 3e-4))
+    if base == "sac":
+        optimizers.append(make_optimizer("adam", [loss.log_alpha], 3e-4))
     return loss, optimizers
 
 
@@ -102,8 +116,9 @@ def minibatch(generator: torch.Generator) -> TensorDict:
 def seconds_per_update(options: dict | None, updates: int) -> float:
     from torchrl_stac import FollowerSolver, StackelbergUpdate, plain_gradients
 
-    loss, optimizers = make_players()
-    if options is None:
+    options = dict(options or {"plain": True})
+    loss, optimizers = make_players(options.pop("base", "sac"))
+    if options.pop("plain", False):
         step = lambda td: plain_gradients(loss, td)  # noqa: E731
     else:
         solver_options = {**DEFAULT, **options}
@@ -141,10 +156,10 @@ def main() -> None:
             rounds[name].append(seconds_per_update(options, args.updates))
         print(f"round {index + 1}/{args.rounds} done", flush=True)
     plain = statistics.median(rounds["SAC (plain)"])
-    rows = ["| variant | ms per update (median) | ÷ SAC |", "| --- | --- | --- |"]
+    rows = ["| variant | ms per update (median) | ÷ its plain base |", "| --- | --- | --- |"]
     for name, values in rounds.items():
-        median = statistics.median(values)
-        rows.append(f"| {name} | {1000 * median:.1f} | {median / plain:.2f} |")
+        base = statistics.median(rounds[PLAIN[(VARIANTS[name] or {}).get("base", "sac")]])
+        rows.append(f"| {name} | {1000 * statistics.median(values):.1f} | {statistics.median(values) / base:.2f} |")
     table = "\n".join(rows)
     print(table)
     ratio = statistics.median(rounds[DEFAULT_NAME]) / plain
