@@ -7,7 +7,9 @@ import functools
 import os
 import re
 import shutil
+import signal
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
@@ -16,9 +18,10 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
-from recipe_run import RunInterrupted
+from recipe_run import RunInterrupted, stop_signals
 
 from recipe_checkpoints import AUTO, LOCK_FILE, RunDirectoryBusy, run_dir_of
 from recipe_schema import ConfigError, StacConfig, allowed, unknown_key
@@ -55,17 +58,90 @@ def main(train: Callable[[DictConfig, Path], Any], config_name: str, schema: typ
     run(task, schema)
 
 
+_LAUNCHER_PID: int | None = None  # the process that parsed the command line (set by run)
+
+
 def run(main: Callable[[], None], schema: type = StacConfig) -> None:
     """Call a ``@hydra.main`` function; a config Hydra cannot compose ends in one ``error:`` line.
 
     Hydra's composition errors (a wrong type, an unknown key) reach this function as exceptions and
-    leave with exit status 1; the task's own checks are :func:`one_line_errors`'s job.
+    leave with exit status 1; the task's own checks are :func:`one_line_errors`'s job. A multirun
+    (``-m``) stopped by SIGINT or SIGTERM exits 128 + signal once its jobs have checkpointed
+    (:class:`SweepSignals`).
     """
+    global _LAUNCHER_PID
+    _LAUNCHER_PID = os.getpid()
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra's errors reach this function as exceptions
+    sweep = SweepSignals() if {"-m", "--multirun"} & set(sys.argv[1:]) else None
     try:
         main()
     except (HydraException, OmegaConfBaseException) as error:
         sys.exit(f"error: {composition_error(error, schema)}")
+    finally:
+        if sweep is not None:
+            sweep.close()
+    if sweep is not None and sweep.received:
+        name = signal.Signals(sweep.received[0]).name
+        print(
+            f"sweep stopped by {name}: each run printed its resume line (or relaunch the sweep with "
+            "resume=auto and the same hydra.sweep.dir)",
+            file=sys.stderr,
+        )
+        sys.exit(128 + sweep.received[0])
+
+
+def _stop_marker(launcher_pid: int) -> Path:
+    """The file that tells a sweep's job processes that their launcher was stopped."""
+    return Path(tempfile.gettempdir()) / f"torchrl-stac-sweep-{launcher_pid}.stop"
+
+
+def _child_pids() -> list[int]:
+    """This process's direct children (Linux ``/proc``; none elsewhere)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == os.getpid():
+                children.append(int(stat.parent.name))
+    return children
+
+
+class SweepSignals:
+    """SIGINT and SIGTERM in a multirun's launcher process (joblib's launcher: the jobs run in its
+    child processes).
+
+    The signal goes on to the children, where each running job checkpoints and prints its resume
+    line (:meth:`recipe_run.TrainingRun.batches`) and returns; a job that had not started yet sees
+    the stop marker and does not start. The launcher itself keeps waiting for them.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.marker = _stop_marker(os.getpid())
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._forward)
+
+    def _forward(self, signum: int, frame: Any) -> None:
+        if not self.received:
+            self.marker.touch()
+        self.received.append(signum)
+        for pid in _child_pids():  # joblib's resource trackers ignore both signals
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    def close(self) -> None:
+        self.marker.unlink(missing_ok=True)
+
+
+def _in_sweep_child() -> bool:
+    """This task runs in a job process of a multirun's launcher (not in the launcher itself)."""
+    return HydraConfig.get().mode == RunMode.MULTIRUN and os.getpid() != _LAUNCHER_PID
+
+
+def _sweep_stopped() -> bool:
+    """This task belongs to a multirun whose launcher received SIGINT or SIGTERM."""
+    if HydraConfig.get().mode != RunMode.MULTIRUN:
+        return False
+    return _stop_marker(os.getppid() if _in_sweep_child() else os.getpid()).exists()
 
 
 def one_line_errors(task: Callable[[DictConfig], None]) -> Callable[[DictConfig], None]:
@@ -77,9 +153,15 @@ def one_line_errors(task: Callable[[DictConfig], None]) -> Callable[[DictConfig]
 
     @functools.wraps(task)
     def wrapped(cfg: DictConfig) -> None:
+        if _sweep_stopped():
+            print("not started: the sweep was stopped", file=sys.stderr, flush=True)
+            return
         try:
-            task(cfg)
+            with stop_signals():
+                task(cfg)
         except RunInterrupted as stop:  # a signal: checkpointed, the line printed
+            if _in_sweep_child():
+                return  # the launcher exits with the signal's status once every job has returned
             sys.exit(stop.code)
         except RunDirectoryBusy as error:  # the directory belongs to a live run: leave all of it alone
             sys.exit(f"error: {error}")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
 import importlib.util
-from collections.abc import Callable
+import multiprocessing
+import signal
+from collections.abc import Callable, Iterator
 from functools import partial
 
 import gymnasium
@@ -197,16 +200,48 @@ def make_collector(
         env = env if env is not None else make_env(env_id, num_envs, device, backend=backend)
         return Collector(env, actor, frames_per_batch=frames_per_batch, total_frames=total_frames, device=device)
     worker_env = partial(make_env, env_id, num_envs // workers, device, backend=backend)
-    return MultiSyncCollector(
-        [worker_env] * workers,
-        actor,
-        frames_per_batch=frames_per_batch,
-        total_frames=total_frames,
-        device=device,
-        cat_results="stack",
-        update_at_each_batch=True,  # on-policy: workers act with the weights of the latest actor step
-        num_threads=torch.get_num_threads(),  # keep this process's threads for the update
-    )
+    with standard_start_method(), signals_left_to_this_process():  # the workers start in the constructor
+        return MultiSyncCollector(
+            [worker_env] * workers,
+            actor,
+            frames_per_batch=frames_per_batch,
+            total_frames=total_frames,
+            device=device,
+            cat_results="stack",
+            update_at_each_batch=True,  # on-policy: workers act with the weights of the latest actor step
+            num_threads=torch.get_num_threads(),  # keep this process's threads for the update
+        )
+
+
+@contextlib.contextmanager
+def signals_left_to_this_process() -> Iterator[None]:
+    """Block SIGINT and SIGTERM while worker processes start: they inherit the mask, so a terminal's
+    Ctrl-C (sent to the whole process group) reaches only this process, which stops them. A signal
+    that arrives meanwhile is delivered here on exit."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextlib.contextmanager
+def standard_start_method() -> Iterator[None]:
+    """Start processes with one of Python's own start methods.
+
+    Inside a joblib (loky) worker, as in a ``hydra/launcher=joblib`` sweep, the global start method is
+    loky's, whose process launcher TorchRL's worker class does not support (``'_ProcessNoWarn' object
+    has no attribute 'env'``): collector workers are spawned instead, and the global method restored.
+    """
+    current = multiprocessing.get_start_method(allow_none=True)
+    if current in (None, *multiprocessing.get_all_start_methods()):
+        yield
+        return
+    multiprocessing.set_start_method("spawn", force=True)
+    try:
+        yield
+    finally:
+        multiprocessing.set_start_method(current, force=True)
 
 
 def onpolicy_collector(

@@ -9,6 +9,7 @@ any checkpoint is bit-identical to the uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
@@ -37,6 +38,26 @@ from recipe_checkpoints import (
 from recipe_envs import check_env, onpolicy_collector, start_fresh_episodes
 from recipe_logs import PhaseTimer, log_scalars, make_logger
 from recipe_schema import validate
+
+STOP_SIGNALS: list[int] = []  # SIGINT/SIGTERM received inside stop_signals(), in order
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[None]:
+    """Record SIGINT and SIGTERM in :data:`STOP_SIGNALS` instead of acting on them, for a training
+    task's whole life (setup included); :meth:`TrainingRun.batches` stops on them. The previous
+    handlers come back on exit."""
+    STOP_SIGNALS.clear()
+    previous = {signum: signal.signal(signum, _record) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _record(signum: int, frame: Any) -> None:
+    STOP_SIGNALS.append(signum)
 
 
 class RunInterrupted(Exception):
@@ -126,7 +147,8 @@ class TrainingRun:
         """The collector's batches, time last (``[num_envs, T]`` or ``[T]``), timed and counted; the
         collector starts on fresh seeded episodes, and shuts down at the end.
 
-        SIGINT and SIGTERM stop the run at the next batch boundary (the loop's body finished):
+        Inside :func:`stop_signals` (every command-line run), SIGINT and SIGTERM stop the run at the
+        next batch boundary (the loop's body finished; a signal during setup: after the first batch):
         a checkpoint, the collector's workers stopped, one line with the resume command on stderr,
         and :class:`RunInterrupted` (exit status 130 or 143).
         """
@@ -134,11 +156,8 @@ class TrainingRun:
         self.start_wall = time.perf_counter()
         start_fresh_episodes(collector, self.episode_seed())
         self.collector = collector
-        received: list[int] = []
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda number, frame: received.append(number))
         iterator = iter(collector)
-        while not received:
+        while True:  # at least one batch: a collector's workers shut down cleanly once they have run
             with self.timer("collect"):
                 batch = next(iterator, None)
             if batch is None:
@@ -148,8 +167,10 @@ class TrainingRun:
             self.counters["frames"] += batch.numel()
             self.counters["iterations"] += 1
             yield batch
-        if received:
-            self._stop(received[0])
+            if STOP_SIGNALS:
+                break
+        if STOP_SIGNALS and not self.done:
+            self._stop(STOP_SIGNALS[0])
         collector.shutdown()
 
     def _stop(self, signum: int) -> None:

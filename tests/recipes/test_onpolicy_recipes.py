@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -329,16 +330,19 @@ def test_stppo_presets_torchrl_settings_and_overrides_win():
     assert load_config("config_stppo", ["env=CartPole-v1"]).env == "CartPole-v1"
 
 
-@pytest.mark.parametrize("signum,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_a_signal_checkpoints_and_exits_promptly_with_the_resume_line(tmp_path, signum, status):
-    """SIGTERM (a cluster's preemption) or SIGINT (Ctrl-C) to the main process, with collector workers:
-    a checkpoint, one line with the resume command, the workers stopped, exit 128 + signal."""
+@pytest.mark.parametrize(
+    "signum,status,workers", [(signal.SIGTERM, 143, 2), (signal.SIGINT, 130, 2), (signal.SIGTERM, 143, 1)]
+)
+def test_a_signal_checkpoints_and_exits_promptly_with_the_resume_line(tmp_path, signum, status, workers):
+    """SIGTERM (a cluster's preemption) or SIGINT (Ctrl-C) to the main process, with collector workers
+    or with the envs in the main process: a checkpoint, one line with the resume command, the workers
+    stopped, exit 128 + signal."""
     command = [
         sys.executable,
         str(RECIPES / "stac_mujoco.py"),
         *TINY[:3],
         "num_envs=4",
-        "collector_workers=2",
+        f"collector_workers={workers}",
         "frames_per_batch=400",
         "total_frames=400000",
         f"hydra.run.dir={tmp_path}",
@@ -349,14 +353,65 @@ def test_a_signal_checkpoints_and_exits_promptly_with_the_resume_line(tmp_path, 
         progress += process.stderr.read(1)
         assert process.poll() is None, progress
     workers = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
-    assert workers  # the collector's worker processes
     process.send_signal(signum)
     _, rest = process.communicate(timeout=120)
     assert process.returncode == status, rest[-2000:]
     stopped = [line for line in rest.splitlines() if line.startswith("stopped by")]
     assert len(stopped) == 1 and f"resume={tmp_path}" in stopped[0] and "Traceback" not in rest
     assert list_checkpoints(tmp_path / "checkpoints")
-    deadline = time.monotonic() + 10  # the workers were stopped, not orphaned (allow for their reaping)
-    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+    assert_gone(workers)
+
+
+def assert_gone(pids: list[str], wait: float = 10) -> None:
+    """The processes ``pids`` end within ``wait`` seconds (stopped, not orphaned; allow for reaping)."""
+    deadline = time.monotonic() + wait
+    while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
+
+
+def descendants(pid: int) -> list[str]:
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return children + [grandchild for child in children for grandchild in descendants(int(child))]
+
+
+JOBLIB_SWEEP = ["-m", "env=Hopper-v4", "threads=1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+
+
+def test_joblib_sweep_at_the_mujoco_defaults(tmp_path):
+    """The README's sweep at the recipe's defaults (32 envs in 2 collector worker processes per run):
+    the workers start from joblib's (loky) processes."""
+    command = [sys.executable, str(RECIPES / "stac_mujoco.py"), *JOBLIB_SWEEP, "seed=0,1"]
+    command += ["total_frames=4096", "frames_per_batch=2048", "eval_episodes=1", f"hydra.sweep.dir={tmp_path}"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(list(tmp_path.glob("*/checkpoints/frames_000000004096.pt"))) == 2
+
+
+@pytest.mark.parametrize("signum,status,group", [(signal.SIGTERM, 143, False), (signal.SIGINT, 130, True)])
+def test_a_signal_stops_a_joblib_sweep(tmp_path, signum, status, group):
+    """SIGTERM to the sweep's launcher (a cluster's preemption) or SIGINT to its process group (Ctrl-C):
+    each running job checkpoints and prints its resume line, the queued job does not start, no process
+    is left, and the sweep exits 128 + signal."""
+    command = [sys.executable, str(RECIPES / "stac_mujoco.py"), *JOBLIB_SWEEP, "seed=0,1,2"]
+    command += ["num_envs=4", "frames_per_batch=400", "total_frames=400000", "critic_steps=2"]
+    command += [f"hydra.sweep.dir={tmp_path}"]
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path, start_new_session=True
+    )
+    progress = ""
+    while progress.count("400/400000") < 2:  # both running jobs are in their loops
+        progress += process.stderr.read(1)
+        assert process.poll() is None, progress
+    processes = descendants(process.pid)
+    if group:
+        os.killpg(process.pid, signum)
+    else:
+        process.send_signal(signum)
+    _, rest = process.communicate(timeout=180)
+    assert process.returncode == status, rest[-2000:]
+    assert "Traceback" not in rest
+    assert sum(line.startswith("stopped by") for line in rest.splitlines()) == 2
+    assert "not started: the sweep was stopped" in rest and "sweep stopped by" in rest
+    assert len(list(tmp_path.glob("*/checkpoints/frames_*.pt"))) == 2
+    assert_gone(processes)
