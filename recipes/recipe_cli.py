@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import re
 import shutil
 import signal
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
@@ -34,21 +36,29 @@ def _run_dir(resume: str | None, fresh: str) -> str:
 
 
 def _hydra_subdir(resume: str | None, now: str) -> str:
-    """Hydra's record of the command line; a resume keeps the original one and adds its own."""
-    if resume == AUTO:
-        return f".hydra/{now}"  # each start of a possibly resumed job keeps its own record
-    return f".hydra/resumed_{now}" if resume else ".hydra"
+    """Hydra's record of the command line, one per start (``now`` to the microsecond), so that a start
+    refused because the directory is in use neither overwrites the live run's record nor leaves one."""
+    return f".hydra/resumed_{now}" if resume and resume != AUTO else f".hydra/{now}"
+
+
+def _path_part(value: str) -> str:
+    """``value`` as one directory name: path separators and other unsafe characters become ``_`` and
+    leading dots are dropped, so that ``env=../../x`` cannot place a run outside ``runs/``."""
+    return re.sub(r"[^A-Za-z0-9_.=,+-]", "_", str(value)).lstrip(".") or "_"
 
 
 RECIPES = Path(__file__).resolve().parent  # the recipes' YAML presets
 
 OmegaConf.register_new_resolver("stac_run_dir", _run_dir, replace=True)
 OmegaConf.register_new_resolver("stac_hydra_subdir", _hydra_subdir, replace=True)
+OmegaConf.register_new_resolver("stac_path_part", _path_part, replace=True)
 
 
 def main(train: Callable[[DictConfig, Path], Any], config_name: str, schema: type) -> None:
     """A recipe's command line: compose ``recipes/<config_name>.yaml`` with the overrides, then
     ``train(cfg, run_dir)`` in Hydra's run directory; bad input ends in one ``error:`` line."""
+
+    quiet_libraries()
 
     @hydra.main(config_path=str(RECIPES), config_name=config_name, version_base="1.3")
     @one_line_errors
@@ -59,6 +69,17 @@ def main(train: Callable[[DictConfig, Path], Any], config_name: str, schema: typ
 
 
 _LAUNCHER_PID: int | None = None  # the process that parsed the command line (set by run)
+
+
+def quiet_libraries() -> None:
+    """Silence library messages a recipe's user cannot act on: Gymnasium's notice that a ``-v4`` MuJoCo
+    task has a ``-v5`` (the benchmarks use ``-v4`` on purpose), VecNormV2's "experimental" notice for
+    batched envs, and TorchRL's INFO lines (e.g. the replay storage's size)."""
+    warnings.filterwarnings(
+        "ignore", message=r".*is out of date\. You should consider upgrading", category=DeprecationWarning
+    )
+    warnings.filterwarnings("ignore", message=r"Support of VecNormV2 for containers with non-empty batch-size")
+    logging.getLogger("torchrl").setLevel(logging.WARNING)
 
 
 def run(main: Callable[[], None], schema: type = StacConfig) -> None:
@@ -164,6 +185,7 @@ def one_line_errors(task: Callable[[DictConfig], None]) -> Callable[[DictConfig]
                 return  # the launcher exits with the signal's status once every job has returned
             sys.exit(stop.code)
         except RunDirectoryBusy as error:  # the directory belongs to a live run: leave all of it alone
+            _discard_hydra_output(keep_directory=True)
             sys.exit(f"error: {error}")
         except ConfigError as error:
             _discard_hydra_output()
@@ -174,15 +196,20 @@ def one_line_errors(task: Callable[[DictConfig], None]) -> Callable[[DictConfig]
     return wrapped
 
 
-def _discard_hydra_output() -> None:
-    """A run stopped by its checks leaves nothing: Hydra's record of it and its directory if now empty."""
+def _discard_hydra_output(keep_directory: bool = False) -> None:
+    """A run stopped by its checks leaves nothing: Hydra's record of this start, and (unless
+    ``keep_directory``: it belongs to a live run) its lock and its directories if now empty."""
     if not HydraConfig.initialized():
         return
     hydra_cfg = HydraConfig.get()
     output = Path(hydra_cfg.runtime.output_dir)
     if hydra_cfg.output_subdir:
         shutil.rmtree(output / hydra_cfg.output_subdir, ignore_errors=True)
-    (output / LOCK_FILE).unlink(missing_ok=True)  # this run's own lock (a live run's never reaches here)
+        with contextlib.suppress(OSError):  # .hydra/ itself, if this start's record was its only one
+            (output / hydra_cfg.output_subdir).parent.rmdir()
+    if keep_directory:
+        return
+    (output / LOCK_FILE).unlink(missing_ok=True)  # this run's own lock
     cwd = Path.cwd().resolve()
     directory = output.resolve()
     if directory == cwd or directory in cwd.parents:

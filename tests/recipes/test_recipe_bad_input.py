@@ -84,11 +84,23 @@ def test_bad_input_is_one_line(tmp_path, script, overrides, message):
         cwd=tmp_path,
         timeout=300,
     )
-    assert result.returncode != 0
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert errors == [f"error: {errors[0][7:]}"] and message in errors[0], result.stderr[-2000:]
-    assert "Traceback" not in result.stderr + result.stdout
+    assert result.returncode == 1
+    errors = result.stderr.splitlines()  # exactly one line: no library warning beside it
+    assert len(errors) == 1 and errors[0].startswith("error: ") and message in errors[0], result.stderr[-2000:]
+    assert result.stdout == ""
     assert list(tmp_path.iterdir()) == []  # the failed run left nothing behind
+
+
+def test_a_normal_run_prints_its_progress_and_one_line(tmp_path):
+    """No library notice a user cannot act on (Gymnasium's -v4 deprecation, VecNormV2's experimental
+    notice, TorchRL's INFO lines): stderr holds the progress bar, stdout the final line."""
+    command = [sys.executable, str(RECIPES / "stppo_mujoco.py"), "env=Hopper-v4", "total_frames=1024"]
+    command += ["frames_per_batch=1024", "ppo_epochs=1", "eval_episodes=1", "threads=1", f"hydra.run.dir={tmp_path}"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert [line[:5] for line in result.stdout.splitlines()] == ["done:"]
+    progress = [line for line in result.stderr.replace("\r", "\n").splitlines() if line.strip()]
+    assert progress and all(line.startswith("ppo stac Hopper-v4:") for line in progress), result.stderr[-2000:]
 
 
 def test_corrupted_checkpoint_is_one_line(tmp_path):
@@ -153,6 +165,8 @@ def test_a_second_writer_of_a_run_directory_is_one_line(tmp_path):
         assert holder.stdout.readline().strip() == "locked"
         (tmp_path / "logs").mkdir()
         (tmp_path / "logs" / "live.csv").write_text("100,1.0\n")
+        (tmp_path / ".hydra" / "live").mkdir(parents=True)
+        (tmp_path / ".hydra" / "live" / "overrides.yaml").write_text("- seed=0\n")
         result = subprocess.run(
             [sys.executable, str(RECIPES / "stac_mujoco.py"), f"hydra.run.dir={tmp_path}", "total_frames=10"],
             capture_output=True,
@@ -167,3 +181,20 @@ def test_a_second_writer_of_a_run_directory_is_one_line(tmp_path):
     assert f"{tmp_path} is in use by pid 4242 on test" in errors[0]
     assert (tmp_path / "logs" / "live.csv").read_text() == "100,1.0\n"
     assert not (tmp_path / "checkpoints").exists()
+    assert [p.name for p in (tmp_path / ".hydra").iterdir()] == ["live"]  # the live run's record, alone
+    assert (tmp_path / ".hydra" / "live" / "overrides.yaml").read_text() == "- seed=0\n"
+
+
+@pytest.mark.parametrize("env", ["../../x", "Hopper-v4/../../../../x"])
+def test_an_env_id_cannot_place_a_run_outside_the_working_directory(tmp_path, env):
+    cwd = tmp_path / "a" / "b"
+    cwd.mkdir(parents=True)
+    result = subprocess.run(
+        [sys.executable, str(RECIPES / "stac_mujoco.py"), f"env={env}"],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+    )
+    assert result.returncode == 1 and "unknown Gymnasium environment" in result.stderr
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["a", "a/b"]
