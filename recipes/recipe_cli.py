@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from hydra.types import RunMode
@@ -93,11 +94,22 @@ def run(main: Callable[[], None], schema: type = StacConfig) -> None:
     global _LAUNCHER_PID
     _LAUNCHER_PID = os.getpid()
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra's errors reach this function as exceptions
+    options, unknown = get_args_parser().parse_known_args(sys.argv[1:])
+    if unknown:
+        sys.exit(
+            f"error: unknown option {unknown[0]}: give key=value overrides (--help lists them) and Hydra's "
+            "options (-m, --cfg job, --config-name, ...)."
+        )
+    modes = options.run + options.multirun + options.shell_completion + (options.cfg is not None)
+    if modes + (options.info is not None) > 1:
+        sys.exit("error: give one of --run, --multirun (-m), --cfg, --info and --shell-completion.")
     sweep = SweepSignals() if {"-m", "--multirun"} & set(sys.argv[1:]) else None
     try:
         main()
     except (HydraException, OmegaConfBaseException) as error:
         sys.exit(f"error: {composition_error(error, schema)}")
+    except OSError as error:  # the file system refused (a run directory, a checkpoint, a log)
+        sys.exit(f"error: {error.filename or 'the file system'}: {error.strerror or error}.")
     finally:
         if sweep is not None:
             sweep.close()

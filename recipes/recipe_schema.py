@@ -29,6 +29,9 @@ class ConfigError(ValueError):
     """A configuration that cannot train; the message says what to change."""
 
 
+MAX_SEED = 2**31 - 1  # numpy takes seeds below 2**32; runs add offsets to theirs (episodes, evaluations)
+
+
 def _key(
     default: Any,
     *,
@@ -51,7 +54,7 @@ class OnPolicyConfig:
     """The keys the paper's loop and PPO share. Defaults: the paper's Figure 1 MuJoCo settings."""
 
     env: str = "Hopper-v4"  # any Gymnasium id with a flat Box observation and Box or Discrete actions
-    seed: int = 0  # seeds torch, numpy, python and the envs
+    seed: int = _key(0, low=0, high=MAX_SEED)  # seeds torch, numpy, python and the envs
     algo: str = _key("stac", choices=("stac", "ac"))  # ac: the same run without the correction
     total_frames: int = _key(1_000_000, low=1)  # environment steps to train for
     frames_per_batch: int = _key(4000, low=1)  # env steps per collected batch
@@ -120,7 +123,7 @@ class StsacConfig:
     """Stackelberg SAC (``algo=stsac``) or plain SAC (``algo=sac``): TorchRL's SAC settings."""
 
     env: str = "Hopper-v4"  # any Gymnasium id with a flat Box observation and Box actions
-    seed: int = 0
+    seed: int = _key(0, low=0, high=MAX_SEED)
     # sac, td3, ddpg: each player's own gradient; stsac, sttd3, stddpg: the leader's total derivative
     algo: str = _key("stsac", choices=("stsac", "sac", "sttd3", "td3", "stddpg", "ddpg"))
     leader: str = _key("actor", choices=("actor", "critic"))  # who follows the total derivative
@@ -168,7 +171,7 @@ class EvaluateConfig:
 
     checkpoint: str = _key("???", hint="a run directory or one of its checkpoint files, e.g. checkpoint=runs/<run>")
     episodes: int = _key(10, low=1)
-    seed: int = 12345
+    seed: int = _key(12345, low=0, high=MAX_SEED)
     device: str = "cpu"
     env_backend: str = _key("gymnasium", choices=("gymnasium", "envpool"))  # the simulator to evaluate on
 
@@ -205,7 +208,7 @@ def allowed(schema: type, name: str) -> str:
     else:
         noun = {int: "an integer", float: "a finite number", bool: "true or false", str: "a string"}[base]
     if meta.get("low") is not None and meta.get("high") is not None:
-        noun += f" in [{meta['low']:g}, {meta['high']:g}]"
+        noun += f" in [{meta['low']:g}, {meta['high']:{'d' if isinstance(meta['high'], int) else 'g'}}]"
     elif meta.get("low") is not None:
         noun += f" >= {meta['low']:g}"
     if meta.get("above") is not None:

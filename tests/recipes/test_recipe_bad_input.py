@@ -46,6 +46,10 @@ BAD_INPUTS = [
         marks=pytest.mark.skipif(BOX2D, reason="Box2D is installed here"),
     ),
     (["resume=/no/such/run"], "resume=/no/such/run: no checkpoint in /no/such/run/checkpoints."),
+    (["seed=-1"], "seed=-1 is not allowed: expected an integer in [0, 2147483647]."),
+    (["--foo"], "unknown option --foo: give key=value overrides"),
+    (["-m", "seed=0", "--cfg", "job"], "give one of --run, --multirun (-m), --cfg, --info and --shell-completion."),
+    (["hydra.run.dir=/proc/no/run"], "/proc/no: No such file or directory."),
 ]
 
 
