@@ -202,3 +202,31 @@ def test_an_env_id_cannot_place_a_run_outside_the_working_directory(tmp_path, en
     )
     assert result.returncode == 1 and "unknown Gymnasium environment" in result.stderr
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["a", "a/b"]
+
+
+def test_a_crash_while_trimming_logs_loses_nothing(tmp_path, monkeypatch):
+    """Resume trims the CSV logs to the checkpoint's frames, one atomic replace per file: a crash in the
+    middle leaves each file whole (trimmed or not), and the next resume finishes the job."""
+    import os
+
+    from recipe_logs import trim_csv_logs
+
+    rows = "".join(f"{frames},{frames / 10}\n" for frames in (100, 200, 300)) + "400,4"  # torn last line
+    for name in ("a", "b", "c"):
+        (tmp_path / f"{name}.csv").write_text(rows)
+    real_replace, calls = os.replace, []
+
+    def crash_on_second(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError("killed mid-trim")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash_on_second)
+    with pytest.raises(OSError, match="killed mid-trim"):
+        trim_csv_logs(tmp_path, 200)
+    monkeypatch.setattr(os, "replace", real_replace)
+    trimmed = "100,10.0\n200,20.0\n"
+    assert sorted((tmp_path / f"{n}.csv").read_text() for n in "abc") == sorted([trimmed, rows, rows])
+    trim_csv_logs(tmp_path, 200)  # the resume that follows
+    assert all((tmp_path / f"{n}.csv").read_text() == trimmed for n in "abc")
