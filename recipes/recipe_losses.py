@@ -27,16 +27,20 @@ from torchrl_stac.regularization import Regularization
 
 
 def make_regularization(cfg: DictConfig) -> Regularization:
-    """λ: the constant ``regularization``, or with ``regularization_decay=exp``
-    ``λ(update) = floor + (regularization − floor) · 2^(−update / half_life)``."""
+    """λ: the constant ``regularization``; with ``regularization_decay=exp``
+    ``λ(update) = floor + (regularization − floor) · 2^(−update / half_life)``; with ``condition``
+    the floor (the solver raises λ to the condition number's)."""
     if cfg.regularization_decay == "none":
         return float(cfg.regularization)
+    if cfg.regularization_decay == "condition":
+        return float(cfg.regularization_floor)
     return ExponentialDecay(cfg.regularization, cfg.regularization_floor, cfg.regularization_half_life)
 
 
 def make_solver(cfg: DictConfig) -> FollowerSolver:
-    """The follower's solver from the config: λ and its schedule, CG iterations, the curvature
-    fallback, Lanczos eigenvalues; a non-finite solve skips the correction with a warning."""
+    """The follower's solver from the config: λ (constant, decaying or from the condition number),
+    CG iterations, the curvature fallback, Lanczos eigenvalues, the bound on the correction; a
+    non-finite solve skips the correction with a warning."""
     return FollowerSolver(
         make_regularization(cfg),
         cg_iterations=cfg.cg_iterations,
@@ -44,6 +48,9 @@ def make_solver(cfg: DictConfig) -> FollowerSolver:
         curvature_fallback=cfg.curvature_fallback if cfg.get("leader", "actor") == "actor" else None,
         on_nonfinite="skip",
         eigenvalue_steps=cfg.get("eigenvalue_steps", 0),
+        condition_number=cfg.condition_number if cfg.regularization_decay == "condition" else None,
+        eigenvalue_every=cfg.eigenvalue_every,
+        correction_max_ratio=cfg.correction_max_ratio,
     )
 
 

@@ -62,10 +62,14 @@ class OnPolicyConfig:
     collector_workers: int = _key(2, low=1)  # processes splitting num_envs; 1: in this process
     env_backend: str = _key("gymnasium", choices=("gymnasium", "envpool"))  # envpool: C++ threads (training envs)
     regularization: float = _key(500.0, low=0.0)  # λ (at the first update, when it decays)
-    regularization_decay: str = _key("none", choices=("none", "exp"))  # exp: λ halves every half-life
+    # exp: λ halves every half-life; condition: λ from the critic Hessian's spectrum, cond(H + λI) <= κ
+    regularization_decay: str = _key("none", choices=("none", "exp", "condition"))
     regularization_half_life: float = _key(100.0, above=0.0)  # in actor updates (batches)
-    regularization_floor: float = _key(0.0, low=0.0)  # λ decays towards this value
+    regularization_floor: float = _key(0.0, low=0.0)  # λ decays towards this value (condition: λ >= it)
     regularization_scale: str = _key("absolute", choices=("absolute", "trace"))  # trace: λ × tr(H)/n
+    condition_number: float = _key(100.0, above=1.0)  # κ of regularization_decay=condition
+    eigenvalue_every: int = _key(1, low=1)  # condition: Lanczos re-estimate every n corrections
+    correction_max_ratio: float | None = _key(None, above=0.0)  # ‖correction‖ <= ρ‖partial gradient‖; null: off
     actor_lr: float = _key(0.05, above=0.0)  # αθ (paper, Figure 1)
     critic_lr: float = _key(0.01, above=0.0)  # αw (paper, Figure 1)
     optimizer: str = _key("sgd", choices=("sgd", "adam"))  # sgd: the paper's plain gradient steps
@@ -148,11 +152,16 @@ class StsacConfig:
     gamma: float = _key(0.99, low=0.0, high=1.0)
     tau: float = _key(0.005, above=0.0, high=1.0)  # target networks: Q̄ ← (1 − τ) Q̄ + τ Q per update
     regularization: float = _key(1.0, low=0.0)  # λ
-    regularization_decay: str = _key("none", choices=("none", "exp"))
+    # exp: λ halves every half-life; condition: λ from the follower Hessian's spectrum, cond(H + λI) <= κ
+    regularization_decay: str = _key("none", choices=("none", "exp", "condition"))
     regularization_half_life: float = _key(100_000.0, above=0.0)  # in updates
-    regularization_floor: float = _key(0.0, low=0.0)
+    regularization_floor: float = _key(0.0, low=0.0)  # λ decays towards this value (condition: λ >= it)
+    condition_number: float = _key(100.0, above=1.0)  # κ of regularization_decay=condition
+    eigenvalue_every: int = _key(10, low=1)  # condition: Lanczos re-estimate every n corrections
+    correction_max_ratio: float | None = _key(None, above=0.0)  # ‖correction‖ <= ρ‖partial gradient‖; null: off
     cg_iterations: int = _key(3, low=1)  # warm-started from the previous correction's solution
-    hessian: str = _key("exact", choices=("exact", "gauss_newton"))  # gauss_newton: leader=actor only
+    # gauss_newton: leader=actor only; fisher: leader=critic, algo=stsac (the policy's Fisher information)
+    hessian: str = _key("exact", choices=("exact", "gauss_newton", "fisher"))
     curvature_fallback: str | None = _key("gauss_newton", choices=("gauss_newton", None))  # leader=actor only
     eigenvalue_steps: int = _key(0, low=0)  # Lanczos steps for the follower Hessian's extreme eigenvalues
     correction_every: int = _key(4, low=1)  # the Stackelberg correction on one update in n (plain SAC between)
@@ -271,7 +280,11 @@ def validate(cfg: DictConfig) -> None:
     if schema is StsacConfig and cfg.update_order == "critic_first" and cfg.algo != "sac":
         raise ConfigError("update_order=critic_first is a plain-SAC option: use algo=sac (or update_order=joint).")
     if schema is StsacConfig and cfg.leader == "critic" and cfg.hessian == "gauss_newton":
-        raise ConfigError("leader=critic inverts the actor's Hessian, which has no Gauss-Newton form: hessian=exact.")
+        raise ConfigError(
+            "leader=critic inverts the actor's Hessian, which has no Gauss-Newton form: hessian=exact or fisher."
+        )
+    if schema is StsacConfig and cfg.hessian == "fisher" and (cfg.leader != "critic" or cfg.algo != "stsac"):
+        raise ConfigError("hessian=fisher is the curvature of SAC's actor as the follower: algo=stsac leader=critic.")
 
 
 def _check_training_rules(cfg: DictConfig) -> None:
@@ -283,7 +296,7 @@ def _check_training_rules(cfg: DictConfig) -> None:
         raise ConfigError(
             f"critic_minibatch_size={cfg.critic_minibatch_size} must be <= frames_per_batch={cfg.frames_per_batch}."
         )
-    if cfg.regularization_decay != "none" and cfg.regularization_floor > cfg.regularization:
+    if cfg.regularization_decay == "exp" and cfg.regularization_floor > cfg.regularization:
         raise ConfigError(
             f"regularization_floor={cfg.regularization_floor} must be <= regularization={cfg.regularization} "
             "(λ decays from regularization towards the floor)."

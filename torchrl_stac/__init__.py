@@ -1,6 +1,6 @@
 """Stackelberg Actor-Critic (STAC) as TorchRL components."""
 
-from torchrl_stac.curvature import exact_hvp, explicit_matrix, gauss_newton_hvp, jvp, vjp
+from torchrl_stac.curvature import exact_hvp, explicit_matrix, fisher_hvp, gauss_newton_hvp, jvp, vjp
 from torchrl_stac.follower_solver import FollowerSolver
 from torchrl_stac.implicit_hook import ImplicitGradientHook
 from torchrl_stac.offpolicy_losses import StackelbergDDPGLoss, StackelbergSACLoss, StackelbergTD3Loss, TwinQLoss
@@ -32,6 +32,7 @@ __all__ = [
     "episode_starts",
     "exact_hvp",
     "explicit_matrix",
+    "fisher_hvp",
     "gauss_newton_hvp",
     "jvp",
     "leader_total_gradient",

@@ -43,6 +43,19 @@ def hvp_from_grad(grads: Sequence[torch.Tensor], params: Sequence[torch.Tensor])
     return hvp
 
 
+def fisher_hvp(policy: torch.distributions.Normal, params: Sequence[torch.Tensor]) -> MatVec:
+    """``v ↦ F v`` for the Fisher information of a diagonal Gaussian policy over a batch of states.
+
+    ``policy``: ``Normal(loc, scale)`` of shape ``[*B, A]``, differentiable in ``params``. F is the
+    Hessian at θ̄ = θ of ``mean_B Σ_A KL(π_θ̄ ‖ π_θ)``, θ̄ held fixed: positive semi-definite by
+    construction, ``E[J_μᵀ diag(1/σ²) J_μ + J_σᵀ diag(2/σ²) J_σ]``. (A tanh squash leaves the KL,
+    hence F, unchanged.)
+    """
+    fixed = torch.distributions.Normal(policy.loc.detach(), policy.scale.detach())
+    kl = torch.distributions.kl_divergence(fixed, policy).sum(-1).mean()
+    return hvp_from_grad(torch.autograd.grad(kl, params, create_graph=True, materialize_grads=True), params)
+
+
 def jvp(outputs: torch.Tensor, params: Sequence[torch.Tensor]) -> MatVec:
     """``v ↦ (∂outputs/∂params) · v`` (shape of ``outputs``), by the double-vjp trick."""
     return vjp_then_jvp(outputs, params, torch.zeros_like(outputs))[1]

@@ -17,9 +17,16 @@ def check_choices(options: dict[str, Any], choices: dict[str, tuple]) -> None:
             raise ValueError(f"unknown {name} {value!r}: choose one of {choices[name]}.")
 
 
-def solve_diagnostics(lam: float, result: SolveResult, fell_back: bool, skipped: bool) -> dict[str, Any]:
-    """The solve's report: iterations, relative residual, curvature flag, Gauss-Newton fallback, λ."""
-    return {
+def solve_diagnostics(
+    lam: float,
+    result: SolveResult,
+    fell_back: bool,
+    skipped: bool,
+    eigenvalues: tuple[float, float] | None = None,
+) -> dict[str, Any]:
+    """The solve's report: iterations, relative residual, curvature flag, Gauss-Newton fallback, λ,
+    and the follower Hessian's estimated extreme eigenvalues when there are some."""
+    values = {
         "solver_iterations": float(result.iterations),
         "relative_residual": result.relative_residual,
         "nonpositive_curvature": float(result.nonpositive_curvature),
@@ -27,10 +34,16 @@ def solve_diagnostics(lam: float, result: SolveResult, fell_back: bool, skipped:
         "regularization": lam,
         "skipped": float(skipped),
     }
+    if eigenvalues is not None:
+        values["hessian_eigenvalue_min"], values["hessian_eigenvalue_max"] = eigenvalues
+    return values
 
 
-def gradient_diagnostics(partial: torch.Tensor, correction: torch.Tensor, skipped: bool) -> dict[str, Any]:
-    """‖partial‖, ‖correction‖, ‖total‖, their ratio and the cosine between partial and total."""
+def gradient_diagnostics(
+    partial: torch.Tensor, correction: torch.Tensor, skipped: bool, bounded: bool = False
+) -> dict[str, Any]:
+    """‖partial‖, ‖correction‖ (as applied), ‖total‖, their ratio, the cosine between partial and
+    total, and whether the bound ``correction_max_ratio`` scaled the correction down."""
     total = partial + correction
     partial_norm = torch.linalg.vector_norm(partial)
     implicit_norm = torch.linalg.vector_norm(correction)
@@ -40,6 +53,7 @@ def gradient_diagnostics(partial: torch.Tensor, correction: torch.Tensor, skippe
         "total_norm": torch.linalg.vector_norm(total),
         "correction_ratio": implicit_norm / partial_norm.clamp_min(1e-12),
         "cosine_partial_total": torch.nn.functional.cosine_similarity(partial, total, dim=0, eps=1e-12),
+        "correction_bounded": float(bounded),
         "skipped": float(skipped),
     }
 

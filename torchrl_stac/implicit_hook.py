@@ -13,6 +13,7 @@ from torchrl_stac.curvature import (
     exact_hvp,
     flatten,
     gauss_newton_hvp,
+    unflatten,
     vjp_then_jvp,
 )
 from torchrl_stac.diagnostics import as_tensordict, check_choices, gradient_diagnostics, solve_diagnostics
@@ -168,10 +169,11 @@ class ImplicitGradientHook:
             lam = lam * self._gauss_newton_scale(critic_jvp, rhs, prediction.numel())
 
         gauss_newton = gauss_newton_hvp(prediction, self.critic_params, 2.0 / prediction.numel(), critic_jvp)
-        if self.hessian == "exact":
-            result, fell_back = self.solver.solve(exact_hvp(loss, self.critic_params), rhs, lam, gauss_newton)
-        else:
-            result, fell_back = self.solver.solve(gauss_newton, rhs, lam)
+        hessian = exact_hvp(loss, self.critic_params) if self.hessian == "exact" else gauss_newton
+        lam = self.solver.regularize(lam, hessian, rhs)
+        fallback = gauss_newton if self.hessian == "exact" else None
+        result, fell_back = self.solver.solve(hessian, rhs, lam, fallback)
+        eigenvalues = self.solver.logged_eigenvalues(hessian, rhs)
         if not torch.isfinite(result.solution).all():
             return self._skip_prepare(tensordict, "the Hessian solve (H + λI)⁻¹ ∂J/∂w", lam, result)
 
@@ -181,7 +183,7 @@ class ImplicitGradientHook:
         if not torch.isfinite(weights).all():
             return self._skip_prepare(tensordict, "the correction's weights", lam, result)
         tensordict.set(self.weight_key, weights)
-        return as_tensordict(solve_diagnostics(lam, result, fell_back, skipped=False))
+        return as_tensordict(solve_diagnostics(lam, result, fell_back, False, eigenvalues))
 
     def correct(self, tensordict: TensorDictBase) -> TensorDictBase:
         """Add ``∇_θ (1/n) Σ_t f_t(θ) ω_t / σ`` over ``tensordict``'s n steps to the actor's ``.grad``.
@@ -201,9 +203,10 @@ class ImplicitGradientHook:
         if not torch.isfinite(correction).all():
             self.solver.nonfinite("the implicit correction")
             return as_tensordict(gradient_diagnostics(partial, torch.zeros_like(partial), skipped=True))
-        for param, piece in zip(self.actor_params, grads, strict=True):
-            param.grad.add_(piece / sigma)
-        return as_tensordict(gradient_diagnostics(partial, correction, skipped=False))
+        correction, bounded = self.solver.bound(partial, correction)
+        for param, piece in zip(self.actor_params, unflatten(correction, self.actor_params), strict=True):
+            param.grad.add_(piece)
+        return as_tensordict(gradient_diagnostics(partial, correction, False, bounded))
 
     def _gauss_newton_scale(self, critic_jvp: MatVec, like: torch.Tensor, samples: int) -> float:
         """tr((2/N) JᵀJ)/n by Hutchinson: E‖J v‖² = tr(JᵀJ) for Rademacher v (seeded per update)."""

@@ -42,9 +42,7 @@ def reparameterized(dist: D.Distribution, noise: torch.Tensor) -> tuple[torch.Te
     """
     transforms = list(dist.transforms) if isinstance(dist, D.TransformedDistribution) else []
     base = dist.base_dist if transforms else dist
-    normal = base.base_dist if isinstance(base, D.Independent) else base
-    if not isinstance(normal, D.Normal):
-        raise TypeError(f"reparameterized sampling needs a Normal-based distribution, got {type(dist).__name__}.")
+    normal = base_normal(dist)
     sample = normal.loc + normal.scale * noise
     log_prob = base.log_prob(sample)
     event_dims = len(dist.event_shape)
@@ -57,6 +55,16 @@ def reparameterized(dist: D.Distribution, noise: torch.Tensor) -> tuple[torch.Te
     if log_prob.ndim == sample.ndim:  # a plain Normal: per-dimension log-probs
         log_prob = log_prob.sum(-1)
     return sample, log_prob
+
+
+def base_normal(dist: D.Distribution) -> D.Normal:
+    """The Normal under a (possibly ``Independent``) Normal or a ``TransformedDistribution`` of one,
+    such as TorchRL's ``TanhNormal``: shape ``[*B, A]``."""
+    base = dist.base_dist if isinstance(dist, D.TransformedDistribution) else dist
+    normal = base.base_dist if isinstance(base, D.Independent) else base
+    if not isinstance(normal, D.Normal):
+        raise TypeError(f"needs a Normal-based distribution, got {type(dist).__name__}.")
+    return normal
 
 
 def frozen_copy(network: torch.nn.Module) -> torch.nn.Module:
@@ -222,9 +230,15 @@ class StackelbergSACLoss(TwinQLoss):
     def alpha(self) -> torch.Tensor:
         return self.log_alpha.detach().exp()
 
+    def _policy(self, observation_td: TensorDictBase) -> D.Distribution:
+        return self.actor_network.get_dist(observation_td.select(*self.actor_network.in_keys).copy())
+
     def _policy_sample(self, observation_td: TensorDictBase, noise: torch.Tensor):
-        dist = self.actor_network.get_dist(observation_td.select(*self.actor_network.in_keys).copy())
-        return reparameterized(dist, noise)
+        return reparameterized(self._policy(observation_td), noise)
+
+    def policy_normal(self, tensordict: TensorDictBase) -> D.Normal:
+        """π_θ(·|s) on the batch's states before its squash, ``[*B, A]`` (for the Fisher matrix)."""
+        return base_normal(self._policy(tensordict))
 
     def actor_loss(self, tensordict: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
         """f_A(θ, w) = mean[α log π_θ(ã|s) − min_j Q_wj(s, ã)] and log π_θ(ã|s) (``[*B]``)."""

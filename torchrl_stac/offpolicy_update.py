@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 from tensordict import TensorDictBase
 
-from torchrl_stac.curvature import MatVec, flatten, unflatten
+from torchrl_stac.curvature import MatVec, fisher_hvp, flatten, unflatten
 from torchrl_stac.diagnostics import as_tensordict, gradient_diagnostics, solve_diagnostics
 from torchrl_stac.follower_solver import FollowerSolver
 from torchrl_stac.offpolicy_losses import TwinQLoss
@@ -53,7 +53,9 @@ class StackelbergUpdate:
         solver: λ, the solve, its curvature fallback and non-finite policy, eigenvalues
             (:class:`~torchrl_stac.FollowerSolver`). The Gauss-Newton fallback exists for the
             critic follower only.
-        hessian: ``"exact"`` or ``"gauss_newton"`` (critic follower only: (2/B) Σ_j J_jᵀJ_j).
+        hessian: ``"exact"``, ``"gauss_newton"`` (critic follower only: (2/B) Σ_j J_jᵀJ_j) or
+            ``"fisher"`` (actor follower of SAC only: the policy's Fisher information, the Hessian of
+            the mean KL(π_θ̄ ‖ π_θ) at θ̄ = θ; positive semi-definite where ∇²_θ f_A is indefinite).
         correction_every: correct the leader's gradient on one update in ``n``; the others are
             plain updates (``corrected = 0`` in their diagnostics).
     """
@@ -64,16 +66,20 @@ class StackelbergUpdate:
         *,
         leader: Literal["actor", "critic"] = "actor",
         solver: FollowerSolver | None = None,
-        hessian: Literal["exact", "gauss_newton"] = "exact",
+        hessian: Literal["exact", "gauss_newton", "fisher"] = "exact",
         correction_every: int = 1,
     ):
         solver = solver or FollowerSolver()
         if leader not in ("actor", "critic"):
             raise ValueError(f"unknown leader {leader!r}: choose one of ('actor', 'critic').")
-        if hessian not in ("exact", "gauss_newton"):
-            raise ValueError(f"unknown hessian {hessian!r}: choose one of ('exact', 'gauss_newton').")
+        if hessian not in ("exact", "gauss_newton", "fisher"):
+            raise ValueError(f"unknown hessian {hessian!r}: choose one of ('exact', 'gauss_newton', 'fisher').")
         if (hessian == "gauss_newton" or solver.curvature_fallback) and leader == "critic":
             raise ValueError("the Gauss-Newton matrix exists for the critic's squared error only: use leader='actor'.")
+        if hessian == "fisher" and (leader != "critic" or not hasattr(loss, "policy_normal")):
+            raise ValueError(
+                "hessian='fisher' is the curvature of a stochastic actor that follows: SAC, leader='critic'."
+            )
         if correction_every < 1:
             raise ValueError(f"correction_every must be >= 1, got {correction_every}.")
         self.loss, self.leader, self.solver = loss, leader, solver
@@ -100,13 +106,16 @@ class StackelbergUpdate:
         f_actor, log_prob, f_critic = self.loss.player_losses(tensordict)
         f_leader, f_follower = (f_actor, f_critic) if self.leader == "actor" else (f_critic, f_actor)
         gauss_newton = self._gauss_newton(tensordict) if self.leader == "actor" else None
+        curvature = {"exact": None, "gauss_newton": gauss_newton}
+        if self.hessian == "fisher":
+            curvature["fisher"] = fisher_hvp(self.loss.policy_normal(tensordict), follower_params)
         step = total_gradient(
             f_leader,
             f_follower,
             leader_params,
             follower_params,
             self.solver,
-            hessian=gauss_newton if self.hessian == "gauss_newton" else None,
+            hessian=curvature[self.hessian],
             gauss_newton=gauss_newton if self.hessian == "exact" else None,
         )
         for param, grad in zip(leader_params, unflatten(step.total, leader_params), strict=True):
@@ -138,10 +147,10 @@ class StackelbergUpdate:
     @staticmethod
     def _diagnostics(f_actor: torch.Tensor, f_critic: torch.Tensor, step: TotalGradient) -> TensorDictBase:
         values = {"loss_actor": f_actor.detach(), "loss_qvalue": f_critic.detach(), "corrected": 1.0}
-        values.update(gradient_diagnostics(step.partial, step.correction, step.skipped))
-        values.update(solve_diagnostics(step.regularization, step.result, step.fell_back, step.skipped))
-        if step.eigenvalues is not None:
-            values["hessian_eigenvalue_min"], values["hessian_eigenvalue_max"] = step.eigenvalues
+        values.update(gradient_diagnostics(step.partial, step.correction, step.skipped, step.bounded))
+        values.update(
+            solve_diagnostics(step.regularization, step.result, step.fell_back, step.skipped, step.eigenvalues)
+        )
         return as_tensordict(values)
 
     def state_dict(self) -> dict:

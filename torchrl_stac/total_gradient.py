@@ -31,6 +31,7 @@ class TotalGradient:
         fell_back: the solve was redone with the Gauss-Newton matrix.
         skipped: the solve or the correction was not finite (the correction is then zero).
         eigenvalues: (smallest, largest) Ritz values of H, or None.
+        bounded: the solver's ``correction_max_ratio`` scaled the correction down.
     """
 
     partial: torch.Tensor
@@ -41,6 +42,7 @@ class TotalGradient:
     fell_back: bool
     skipped: bool
     eigenvalues: tuple[float, float] | None
+    bounded: bool = False
 
     @property
     def total(self) -> torch.Tensor:
@@ -59,9 +61,10 @@ def total_gradient(
 ) -> TotalGradient:
     """The leader's total gradient on scalar losses ``f_leader`` and ``f_follower`` (graphs kept).
 
-    λ comes from ``solver.next_regularization()`` (one update). ``hessian`` replaces the exact
-    follower Hessian ``∇₂₂f_F`` in the solve (e.g. a Gauss-Newton matrix); ``gauss_newton`` is the
-    solver's curvature fallback.
+    λ comes from ``solver.next_regularization()`` (one update), raised by ``solver.regularize`` when
+    it targets a condition number; the solver's bound then caps the correction. ``hessian``
+    replaces the exact follower Hessian ``∇₂₂f_F`` in the solve (e.g. a Gauss-Newton or Fisher
+    matrix); ``gauss_newton`` is the solver's curvature fallback.
     """
     lam = solver.next_regularization()
     grad_1 = torch.autograd.grad(f_leader, leader_params, retain_graph=True, materialize_grads=True)
@@ -69,6 +72,7 @@ def total_gradient(
     follower_grad = torch.autograd.grad(f_follower, follower_params, create_graph=True, materialize_grads=True)
     if hessian is None:
         hessian = hvp_from_grad(follower_grad, follower_params)
+    lam = solver.regularize(lam, hessian, grad_2)
     result, fell_back = solver.solve(hessian, grad_2, lam, gauss_newton)
     partial = flatten(grad_1).detach()
     correction = torch.zeros_like(partial)
@@ -81,9 +85,10 @@ def total_gradient(
     if skipped:
         solver.nonfinite("the Stackelberg correction", lam)
         correction = torch.zeros_like(partial)
-    eigenvalues = solver.extreme_eigenvalues(hessian, grad_2)
+    correction, bounded = solver.bound(partial, correction)
+    eigenvalues = solver.logged_eigenvalues(hessian, grad_2)
     follower_grad = [g.detach() for g in follower_grad]
-    return TotalGradient(partial, correction, follower_grad, result, lam, fell_back, skipped, eigenvalues)
+    return TotalGradient(partial, correction, follower_grad, result, lam, fell_back, skipped, eigenvalues, bounded)
 
 
 def leader_total_gradient(

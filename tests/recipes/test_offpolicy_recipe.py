@@ -115,3 +115,40 @@ def test_plain_sac_and_exact_resume_with_the_replay_buffer(tmp_path):
 def test_critic_leader_rejects_gauss_newton():
     with pytest.raises(ConfigError, match="no Gauss-Newton form"):
         train(load_config("config_stsac", ["leader=critic", "hessian=gauss_newton", *TINY]), None)
+
+
+@pytest.mark.parametrize(
+    "config,overrides",
+    [
+        ("config_mujoco", ["env=Hopper-v4", "critic_steps=3", "num_envs=2", "collector_workers=1"]),
+        ("config_stppo", ["env=Hopper-v4", "num_envs=4", "ppo_minibatch_size=50", "ppo_epochs=1"]),
+        ("config_stsac", [*TINY, "utd_ratio=0.2", "init_random_frames=200"]),
+        ("config_stsac", [*TINY, "utd_ratio=0.2", "init_random_frames=200", "leader=critic", "hessian=fisher"]),
+    ],
+    ids=["stac", "stppo", "stsac_actor", "stsac_critic_fisher"],
+)
+def test_every_recipe_takes_its_lambda_from_the_condition_number(tmp_path, config, overrides):
+    """``regularization_decay=condition condition_number=100``: λ, μ_min and μ_max are logged per
+    batch, λ = max(floor, (μ_max − 100 μ_min)/99) as logged, and λ changes over the run."""
+    import stac_mujoco
+    import stppo_mujoco
+    import stsac_mujoco
+
+    train = {"config_mujoco": stac_mujoco, "config_stppo": stppo_mujoco, "config_stsac": stsac_mujoco}[config].train
+    common = ["total_frames=800", "frames_per_batch=200", "eval_episodes=1", "eval_interval=800", "threads=1"]
+    cfg = load_config(config, [*common, *overrides, "regularization_decay=condition", "condition_number=100"])
+    train(cfg, tmp_path)
+    values = {
+        name: [
+            float(row.split(",")[1])
+            for row in (tmp_path / "logs" / "scalars" / "implicit" / f"{name}.csv").read_text().splitlines()
+        ]
+        for name in ("regularization", "hessian_eigenvalue_min", "hessian_eigenvalue_max")
+    }
+    lam, low, high = values["regularization"], values["hessian_eigenvalue_min"], values["hessian_eigenvalue_max"]
+    assert len(lam) >= 3 and len(set(lam)) == len(lam)  # one λ per batch, and it moves
+    if config != "config_stsac":  # one correction per batch: the logged λ is the formula's (floor 0)
+        for value, mu_min, mu_max in zip(lam, low, high, strict=True):
+            assert value == pytest.approx(max(0.0, (mu_max - 100 * mu_min) / 99), rel=1e-4)
+    if "hessian=fisher" in overrides:
+        assert min(low) > -1e-6  # the Fisher matrix is positive semi-definite
