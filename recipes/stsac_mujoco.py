@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 from recipe_run import TrainingRun
+from tensordict import TensorDictBase
 from torchrl.data import LazyTensorStorage, ReplayBuffer
 
 import recipe_cli
@@ -30,7 +31,7 @@ from recipe_checkpoints import CompactReplay
 from recipe_envs import make_collector, make_env, policy_evaluator
 from recipe_losses import make_offpolicy, make_optimizer
 from recipe_models import make_deterministic_models, make_sac_models
-from recipe_schema import StsacConfig
+from recipe_schema import ConfigError, StsacConfig
 from torchrl_stac import plain_gradients
 
 
@@ -46,6 +47,17 @@ def critic_first_step(loss, minibatch, critic_opt) -> dict[str, torch.Tensor]:
     for param in loss.critic_params:  # the critics stepped already
         param.grad = None
     return {"loss_qvalue": loss_qvalue.detach(), "loss_actor": losses["loss_actor"]}
+
+
+def extend_replay(replay: ReplayBuffer, rows: TensorDictBase, buffer_size: int) -> None:
+    """Add ``rows`` to the replay buffer, whose storage is allocated at the first call: a
+    ``buffer_size`` too large for this machine's memory is a configuration error."""
+    try:
+        replay.extend(rows)
+    except RuntimeError as error:
+        if "allocate memory" not in str(error):
+            raise
+        raise ConfigError(f"buffer_size={buffer_size}: the replay buffer does not fit in memory; lower it.") from None
 
 
 def train(cfg: DictConfig, run_dir: Path | None) -> dict[str, Any]:
@@ -91,7 +103,7 @@ def train(cfg: DictConfig, run_dir: Path | None) -> dict[str, Any]:
 
     # ---- the loop: collect into the buffer, utd_ratio updates per step, log, evaluate, checkpoint
     for batch in run.batches(collector, f"{cfg.algo} {cfg.env}"):
-        replay.extend(batch.reshape(-1))
+        extend_replay(replay, batch.reshape(-1), cfg.buffer_size)
         logged = defaultdict(list)
         if run.counters["frames"] >= warmup:
             with run.timer("update"):
