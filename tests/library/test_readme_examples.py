@@ -31,4 +31,8 @@ def test_readme_setup_lines_match_ci():
     text = README.read_text()
     ci = (README.parent / ".ci" / "run").read_text()
     assert 'pip install torch==2.13.0 && pip install -e ".[test]" && python -m pytest -n auto tests/' in text
-    assert "pip install torch==2.13.0" in ci and 'pip install -e ".[test]"' in ci and "python -m pytest -n auto tests/" in ci
+    assert (
+        "pip install torch==2.13.0" in ci
+        and 'pip install -e ".[test]"' in ci
+        and "python -m pytest -n auto tests/" in ci
+    )

@@ -67,6 +67,13 @@ SAC_BAD_INPUTS = [
 ]
 
 
+def run_recipe(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``python recipes/<script> <args>`` in ``cwd``, as a user would run it."""
+    return subprocess.run(
+        [sys.executable, str(RECIPES / script), *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+
+
 def _with_script(case, script: str):
     """``(overrides, message)`` or a ``pytest.param`` of it, for ``script``."""
     if hasattr(case, "marks"):  # a pytest.param (itself a tuple)
@@ -81,13 +88,7 @@ def _with_script(case, script: str):
     ids=lambda v: " ".join(v) if isinstance(v, list) else v if v.endswith(".py") else "",
 )
 def test_bad_input_is_one_line(tmp_path, script, overrides, message):
-    result = subprocess.run(
-        [sys.executable, str(RECIPES / script), *overrides],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=300,
-    )
+    result = run_recipe(script, *overrides, cwd=tmp_path)
     assert result.returncode == 1
     errors = result.stderr.splitlines()  # exactly one line: no library warning beside it
     assert len(errors) == 1 and errors[0].startswith("error: ") and message in errors[0], result.stderr[-2000:]
@@ -98,9 +99,8 @@ def test_bad_input_is_one_line(tmp_path, script, overrides, message):
 def test_a_normal_run_prints_its_progress_and_one_line(tmp_path):
     """No library notice a user cannot act on (Gymnasium's -v4 deprecation, VecNormV2's experimental
     notice, TorchRL's INFO lines): stderr holds the progress bar, stdout the final line."""
-    command = [sys.executable, str(RECIPES / "stppo_mujoco.py"), "env=Hopper-v4", "total_frames=1024"]
-    command += ["frames_per_batch=1024", "ppo_epochs=1", "eval_episodes=1", "threads=1", f"hydra.run.dir={tmp_path}"]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    tiny = ["total_frames=1024", "frames_per_batch=1024", "ppo_epochs=1", "eval_episodes=1", "threads=1"]
+    result = run_recipe("stppo_mujoco.py", "env=Hopper-v4", *tiny, f"hydra.run.dir={tmp_path}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert [line[:5] for line in result.stdout.splitlines()] == ["done:"]
     progress = [line for line in result.stderr.replace("\r", "\n").splitlines() if line.strip()]
@@ -113,13 +113,7 @@ def test_corrupted_checkpoint_is_one_line(tmp_path):
     bad = run_dir / "checkpoints" / "frames_000000001000.pt"
     bad.write_bytes(b"not a checkpoint")
     for location, message in [(bad, "the file is corrupted or truncated"), (run_dir, "every checkpoint is unreadable")]:
-        result = subprocess.run(
-            [sys.executable, str(RECIPES / "stac_mujoco.py"), f"resume={location}"],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-            timeout=300,
-        )
+        result = run_recipe("stac_mujoco.py", f"resume={location}", cwd=tmp_path)
         assert result.returncode != 0 and "Traceback" not in result.stderr
         assert f"error: resume={location}: {message}" in result.stderr
 
@@ -140,13 +134,7 @@ def test_evaluate_bad_input_is_one_line(tmp_path):
         (("checkpoint=/no/such", "episodes=0"), "episodes=0 is not allowed"),
     ]
     for args, message in cases:
-        result = subprocess.run(
-            [sys.executable, str(RECIPES / "evaluate.py"), *args],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-            timeout=300,
-        )
+        result = run_recipe("evaluate.py", *args, cwd=tmp_path)
         assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
         assert message in result.stderr and list(tmp_path.iterdir()) == []
 
@@ -171,13 +159,7 @@ def test_a_second_writer_of_a_run_directory_is_one_line(tmp_path):
         (tmp_path / "logs" / "live.csv").write_text("100,1.0\n")
         (tmp_path / ".hydra" / "live").mkdir(parents=True)
         (tmp_path / ".hydra" / "live" / "overrides.yaml").write_text("- seed=0\n")
-        result = subprocess.run(
-            [sys.executable, str(RECIPES / "stac_mujoco.py"), f"hydra.run.dir={tmp_path}", "total_frames=10"],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-            timeout=300,
-        )
+        result = run_recipe("stac_mujoco.py", f"hydra.run.dir={tmp_path}", "total_frames=10", cwd=tmp_path)
     finally:
         holder.kill()
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -193,13 +175,7 @@ def test_a_second_writer_of_a_run_directory_is_one_line(tmp_path):
 def test_an_env_id_cannot_place_a_run_outside_the_working_directory(tmp_path, env):
     cwd = tmp_path / "a" / "b"
     cwd.mkdir(parents=True)
-    result = subprocess.run(
-        [sys.executable, str(RECIPES / "stac_mujoco.py"), f"env={env}"],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=300,
-    )
+    result = run_recipe("stac_mujoco.py", f"env={env}", cwd=cwd)
     assert result.returncode == 1 and "unknown Gymnasium environment" in result.stderr
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["a", "a/b"]
 
