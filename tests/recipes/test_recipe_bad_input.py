@@ -29,7 +29,10 @@ BAD_INPUTS = [
     (["critic_stepz=3"], "critic_stepz is not a key of this recipe. Did you mean critic_steps?"),
     (["+critic_stepz=3"], "critic_stepz is not a key of this recipe. Did you mean critic_steps?"),
     (["num_cells=[64,x]"], "num_cells='[64,x]' is not allowed: expected a non-empty list of integers >= 1."),
-    (["regularization_decay=linear"], "regularization_decay='linear' is not allowed: expected one of 'none', 'exp'."),
+    (
+        ["regularization_decay=linear"],
+        "regularization_decay='linear' is not allowed: expected one of 'none', 'exp', 'condition'.",
+    ),
     (["regularization_decay=exp", "regularization_floor=600"], "regularization_floor=600.0 must be <= regularization"),
     (["frames_per_batch=1000", "num_envs=3"], "frames_per_batch=1000 must be a multiple of num_envs=3."),
     pytest.param(
