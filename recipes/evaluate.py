@@ -64,5 +64,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    recipe_cli.quiet_libraries()
     recipe_cli.run(main, EvaluateConfig)

@@ -59,8 +59,6 @@ def main(train: Callable[[DictConfig, Path], Any], config_name: str, schema: typ
     """A recipe's command line: compose ``recipes/<config_name>.yaml`` with the overrides, then
     ``train(cfg, run_dir)`` in Hydra's run directory; bad input ends in one ``error:`` line."""
 
-    quiet_libraries()
-
     @hydra.main(config_path=str(RECIPES), config_name=config_name, version_base="1.3")
     @one_line_errors
     def task(cfg: DictConfig) -> None:
@@ -93,6 +91,7 @@ def run(main: Callable[[], None], schema: type = StacConfig) -> None:
     """
     global _LAUNCHER_PID
     _LAUNCHER_PID = os.getpid()
+    quiet_libraries()
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra's errors reach this function as exceptions
     options, unknown = get_args_parser().parse_known_args(sys.argv[1:])
     if unknown:
@@ -103,7 +102,7 @@ def run(main: Callable[[], None], schema: type = StacConfig) -> None:
     modes = options.run + options.multirun + options.shell_completion + (options.cfg is not None)
     if modes + (options.info is not None) > 1:
         sys.exit("error: give one of --run, --multirun (-m), --cfg, --info and --shell-completion.")
-    sweep = SweepSignals() if {"-m", "--multirun"} & set(sys.argv[1:]) else None
+    sweep = SweepSignals() if options.multirun else None
     try:
         main()
     except (HydraException, OmegaConfBaseException) as error:
