@@ -6,9 +6,10 @@ from collections.abc import Iterable
 
 import torch
 from omegaconf import DictConfig
+from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModule
 from torchrl.modules import ProbabilisticActor, ValueOperator
-from torchrl.objectives import ClipPPOLoss
+from torchrl.objectives import ClipPPOLoss, SACLoss, SoftUpdate
 from torchrl.objectives.value import GAE
 
 from torchrl_stac import (
@@ -108,10 +109,12 @@ def make_ppo_loss(
 
 def make_offpolicy(
     cfg: DictConfig, actor: TensorDictModule, critics: list[ValueOperator], action_spec
-) -> tuple[TwinQLoss, StackelbergUpdate | None]:
+) -> tuple[TwinQLoss | TorchRLSAC, StackelbergUpdate | None]:
     """The two players of SAC, TD3 or DDPG (``algo``, with or without the ``st`` prefix) and, for the
-    Stackelberg algos, the update with the configured leader."""
+    Stackelberg algos, the update with the configured leader; ``reference_loss``: TorchRL's SACLoss."""
     base = cfg.algo.removeprefix("st")
+    if cfg.reference_loss:
+        return TorchRLSAC(actor, critics[0], action_spec, cfg), None
     bounds = {"action_low": action_spec.space.low, "action_high": action_spec.space.high, "gamma": cfg.gamma}
     if base == "sac":
         loss = StackelbergSACLoss(
@@ -127,6 +130,62 @@ def make_offpolicy(
         loss, leader=cfg.leader, solver=make_solver(cfg), hessian=cfg.hessian, correction_every=cfg.correction_every
     )
     return loss, update
+
+
+class TorchRLSAC(torch.nn.Module):
+    """Plain SAC from TorchRL's own ``SACLoss`` (twin Q, l2 critic loss), with the interface the
+    recipe's loop uses (``reference_loss=true``): a check of the base against our SAC losses.
+
+    ``SACLoss`` builds its two Q networks from ``critic`` (each freshly initialised) and keeps its own
+    target copies, which TorchRL's ``SoftUpdate`` averages with the config's τ.
+    """
+
+    def __init__(self, actor: ProbabilisticActor, critic: ValueOperator, action_spec, cfg: DictConfig):
+        super().__init__()
+        self.sac = SACLoss(
+            actor,
+            critic,
+            num_qvalue_nets=2,
+            loss_function="l2",
+            alpha_init=cfg.alpha_init,
+            fixed_alpha=cfg.fixed_alpha,
+            action_spec=action_spec,
+        )
+        self.sac.make_value_estimator(gamma=cfg.gamma)
+        self.target_update = SoftUpdate(self.sac, tau=cfg.tau)
+        self._losses: TensorDictBase | None = None
+
+    @property
+    def actor_params(self) -> list[torch.nn.Parameter]:
+        return list(self.sac.actor_network_params.values(True, True))
+
+    @property
+    def critic_params(self) -> list[torch.nn.Parameter]:
+        return list(self.sac.qvalue_network_params.values(True, True))
+
+    @property
+    def log_alpha(self) -> torch.Tensor:
+        return self.sac.log_alpha
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        return self.sac.log_alpha.detach().exp()
+
+    def player_losses(self, tensordict: TensorDictBase) -> tuple[torch.Tensor, None, torch.Tensor]:
+        """``(loss_actor, None, loss_qvalue)`` of ``SACLoss`` on the minibatch (its own noise draws)."""
+        self._losses = self.sac(tensordict)
+        return self._losses["loss_actor"], None, self._losses["loss_qvalue"]
+
+    def alpha_loss(self, tensordict: TensorDictBase, log_prob: None) -> torch.Tensor | None:
+        """``SACLoss``'s temperature loss of the last ``player_losses`` call; None with a fixed α."""
+        return None if self.sac.fixed_alpha else self._losses["loss_alpha"]
+
+    def extra_outputs(self, tensordict: TensorDictBase, log_prob: None) -> dict[str, torch.Tensor]:
+        return {key: self._losses[key].detach() for key in ("loss_alpha", "alpha", "entropy")}
+
+    def update_targets(self, tau: float) -> None:
+        """Q̄ ← (1 − τ) Q̄ + τ Q (``SoftUpdate``, built with the same ``tau``)."""
+        self.target_update.step()
 
 
 def make_optimizer(

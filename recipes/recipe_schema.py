@@ -145,6 +145,7 @@ class StsacConfig:
     fixed_alpha: bool = False  # keep α at alpha_init (no temperature loss)
     scale_lb: float = _key(1e-4, above=0.0)  # the actor's smallest standard deviation (before tanh)
     update_order: str = _key("joint", choices=("joint", "critic_first"))  # critic_first: algo=sac, SB3's order
+    reference_loss: bool = False  # algo=sac: TorchRL's own SACLoss in this loop (a check of the base)
     exploration_noise: float = _key(0.1, low=0.0)  # TD3/DDPG: Gaussian action noise while collecting
     policy_noise: float = _key(0.2, low=0.0)  # TD3: target smoothing σ
     noise_clip: float = _key(0.5, low=0.0)  # TD3: target smoothing clip c
@@ -279,6 +280,8 @@ def validate(cfg: DictConfig) -> None:
         )
     if schema is StsacConfig and cfg.update_order == "critic_first" and cfg.algo != "sac":
         raise ConfigError("update_order=critic_first is a plain-SAC option: use algo=sac (or update_order=joint).")
+    if schema is StsacConfig and cfg.reference_loss and (cfg.algo != "sac" or cfg.update_order != "joint"):
+        raise ConfigError("reference_loss=true is TorchRL's plain SACLoss: use algo=sac update_order=joint.")
     if schema is StsacConfig and cfg.leader == "critic" and cfg.hessian == "gauss_newton":
         raise ConfigError(
             "leader=critic inverts the actor's Hessian, which has no Gauss-Newton form: hessian=exact or fisher."

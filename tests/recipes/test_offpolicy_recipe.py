@@ -8,10 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from tensordict import TensorDict
 
 from recipe_checkpoints import list_checkpoints, read_checkpoint
+from recipe_envs import make_env
+from recipe_losses import TorchRLSAC
+from recipe_models import make_sac_models
 from recipe_schema import ConfigError, load_config
 from stsac_mujoco import train
+from torchrl_stac import StackelbergSACLoss, plain_gradients
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "recipes"
@@ -152,3 +157,48 @@ def test_every_recipe_takes_its_lambda_from_the_condition_number(tmp_path, confi
             assert value == pytest.approx(max(0.0, (mu_max - 100 * mu_min) / 99), rel=1e-4)
     if "hessian=fisher" in overrides:
         assert min(low) > -1e-6  # the Fisher matrix is positive semi-definite
+
+
+def test_our_plain_sac_gradients_are_torchrl_sacloss_in_expectation():
+    """The base check: on one large minibatch and the same networks (α fixed), our SAC's plain
+    gradients match TorchRL's own SACLoss (l2), which draws its own noise: the Monte-Carlo error of
+    32768 draws, not a different loss, separates them."""
+    torch.manual_seed(0)
+    env = make_env("Hopper-v4", 1)
+    actor, critics = make_sac_models(env, [32, 32], "cpu")
+    cfg = load_config("config_stsac", ["algo=sac", "reference_loss=true", "fixed_alpha=true", "alpha_init=0.2"])
+    ours = StackelbergSACLoss(actor, critics, gamma=cfg.gamma, alpha_init=cfg.alpha_init, fixed_alpha=True)
+    reference = TorchRLSAC(actor, critics[0], env.action_spec_unbatched, cfg)  # shares the actor
+    with torch.no_grad():  # the same twin critics and (perturbed) targets in both
+        for target in ours.target_qvalue_networks:
+            for p in target.parameters():
+                p.add_(0.01 * torch.randn_like(p))
+        stacked = [
+            torch.stack([TensorDict.from_module(q).data for q in qs]) for qs in (critics, ours.target_qvalue_networks)
+        ]
+        reference.sac.qvalue_network_params.data.copy_(stacked[0])
+        reference.sac.target_qvalue_network_params.data.copy_(stacked[1])
+    size, gen = 32768, torch.Generator().manual_seed(1)
+    terminated = torch.rand(size, 1, generator=gen) < 0.1
+    batch = TensorDict(
+        {
+            "observation": torch.randn(size, 11, generator=gen),
+            "action": torch.rand(size, 3, generator=gen) * 2 - 1,
+            ("next", "observation"): torch.randn(size, 11, generator=gen),
+            ("next", "reward"): torch.randn(size, 1, generator=gen),
+            ("next", "terminated"): terminated,
+            ("next", "done"): terminated.clone(),
+        },
+        [size],
+    )
+    ours_out = plain_gradients(ours, batch.clone())
+    ours_actor = torch.cat([p.grad.reshape(-1) for p in actor.parameters()])
+    ours_critic = torch.cat([p.grad.reshape(-1) for q in critics for p in q.parameters()])
+    reference_out = plain_gradients(reference, batch.clone())
+    reference_actor = torch.cat([p.grad.reshape(-1) for p in actor.parameters()])
+    grads = reference.sac.qvalue_network_params.apply(lambda p: p.grad)
+    reference_critic = torch.cat([torch.cat([g[j].reshape(-1) for g in grads.values(True, True)]) for j in range(2)])
+    assert torch.isclose(ours_out["loss_qvalue"], reference_out["loss_qvalue"], rtol=0.01)
+    for mine, theirs, cosine in ((ours_actor, reference_actor, 0.99), (ours_critic, reference_critic, 0.9999)):
+        assert torch.nn.functional.cosine_similarity(mine, theirs, 0) > cosine
+        assert 0.94 < mine.norm() / theirs.norm() < 1.06
