@@ -1,13 +1,17 @@
 """The paper's Figure 1 with statistics: STAC vs AC on six settings, k ∈ {1, 80}, several seeds.
 
     python benchmarks/bench_sample_efficiency.py run --only cartpole_a --seeds 0-4 --jobs 2
+    python benchmarks/bench_sample_efficiency.py run --only hopper --algos stac --k 80 --tag cond100 \
+        regularization_decay=condition condition_number=100      # a tagged variant, kept apart
     python benchmarks/bench_sample_efficiency.py aggregate
 
 ``run`` trains the runs without a result file as Hydra multiruns of the recipe (``bench_sweep.py``:
 ``--launcher joblib`` runs ``--jobs`` at a time here; ``submitit_slurm`` or ``ray`` run the matrix on
 a cluster) in ``benchmarks/runs/sample_efficiency/<run>/`` (a killed run resumes there), and writes
 one JSON per finished run under ``benchmarks/results/sample_efficiency/<cell>/`` (config, seed,
-evaluation curve, wall time); existing files are skipped, so the matrix fills up over sessions. ``aggregate`` reads
+evaluation curve, wall time); existing files are skipped, so the matrix fills up over sessions. ``--tag T``
+with extra overrides makes a variant ``<algo>_T`` (its own files and runs, never pooled with the
+untagged algorithm; the report compares it with STAC and AC at the same k). ``aggregate`` reads
 every file and writes, per (cell, algo, k), the statistics of ``bench_stats.py`` (rliable: mean and IQM of
 the final return and of the area under the evaluation curve with stratified-bootstrap CIs, and
 STAC's probability of improvement over AC); a six-panel PNG in the style of the paper's Figure 1, an
@@ -66,8 +70,14 @@ def run_name(cell: str, algo: str, k: int, seed: int) -> str:
     return f"{cell}_{algo}_k{k}_seed{seed}"
 
 
-def write_result(cell: str, algo: str, k: int, seed: int) -> str:
-    """The result file of a finished run (config, seed, evaluation curve, wall time of its last session)."""
+def variant(algo: str, tag: str) -> str:
+    """The name a run's group goes by: the algorithm, or ``<algo>_<tag>`` for a tagged variant."""
+    return f"{algo}_{tag}" if tag else algo
+
+
+def write_result(cell: str, algo: str, k: int, seed: int, overrides: list[str]) -> str:
+    """The result file of a finished run (config, seed, overrides, evaluation curve, wall time of its last
+    session); ``algo`` is the variant's name."""
     run_dir = RUNS / run_name(cell, algo, k, seed)
     curve = eval_curve(run_dir)
     summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
@@ -77,6 +87,7 @@ def write_result(cell: str, algo: str, k: int, seed: int) -> str:
         "algo": algo,
         "critic_steps": k,
         "seed": seed,
+        "overrides": overrides,
         "wall_seconds": summary.get("wall_seconds", 0.0),
         "frames": config["total_frames"],
         "eval_curve": curve,
@@ -101,30 +112,36 @@ def command_run(args) -> None:
     unknown = sorted(set(cells) - set(CELLS))
     if unknown:
         sys.exit(f"error: unknown cells {unknown}; choose from {list(CELLS)}")
+    recipe_overrides = [o for o in args.overrides if not o.startswith("hydra.")]
+    if recipe_overrides and not args.tag:
+        sys.exit(f"error: {recipe_overrides} change the experiment: name the variant with --tag (kept apart)")
     jobs = [
         (cell, algo, k, seed)
         for seed in parse_seeds(args.seeds)
         for cell in cells
         for k in (int(v) for v in args.k.split(","))
         for algo in args.algos.split(",")
-        if not result_path(cell, algo, k, seed).exists()
+        if not result_path(cell, variant(algo, args.tag), k, seed).exists()
     ]
     print(f"{len(jobs)} runs to do on the {args.launcher} launcher ({args.jobs} at a time with joblib)", flush=True)
     RUNS.mkdir(parents=True, exist_ok=True)
 
+    def name(cell: str, algo: str, k: int, seed: int) -> str:
+        return run_name(cell, variant(algo, args.tag), k, seed)
+
     results = {
-        run_name(cell, algo, k, seed): Result(
-            result_path(cell, algo, k, seed),
-            RUNS / run_name(cell, algo, k, seed),
+        name(cell, algo, k, seed): Result(
+            result_path(cell, variant(algo, args.tag), k, seed),
+            RUNS / name(cell, algo, k, seed),
             settings(CELLS[cell][1])["total_frames"],
-            partial(write_result, cell, algo, k, seed),
+            partial(write_result, cell, variant(algo, args.tag), k, seed, recipe_overrides),
         )
         for cell, algo, k, seed in jobs
     }
     failed = False
     for preset in sorted({CELLS[cell][0] for cell, *_ in jobs}):
         runs = {
-            run_name(cell, algo, k, seed): {
+            name(cell, algo, k, seed): {
                 **settings(CELLS[cell][1]),
                 "algo": algo,
                 "critic_steps": k,
@@ -187,6 +204,9 @@ def plot(groups, path: Path) -> None:
 
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
     colors = {("stac", 80): "tab:blue", ("stac", 1): "tab:cyan", ("ac", 80): "tab:red", ("ac", 1): "tab:orange"}
+    extra = ["tab:green", "tab:purple", "tab:brown", "tab:olive", "tab:pink", "tab:gray"]
+    for algo, k in sorted({(a, k) for _, a, k in groups} - set(colors)):  # tagged variants
+        colors[(algo, k)] = extra[len(colors) % len(extra)]
     for ax, (cell, (_, _, label)) in zip(axes.flat, CELLS.items(), strict=True):
         for (algo, k), color in colors.items():
             records = groups.get((cell, algo, k))
@@ -313,6 +333,21 @@ def write_report(summary: dict, groups: dict, path: Path) -> None:
                 )
             else:
                 verdicts.append(f"- **{cell}, k = {k}**: not run yet")
+    for cell, algo, k in sorted(groups):
+        if algo in ALGOS:
+            continue
+        for base in ALGOS:  # a tagged variant against STAC's and AC's defaults at the same k
+            mine, theirs = summary[f"{cell}/{algo}/k{k}"], summary.get(f"{cell}/{base}/k{k}")
+            label = f"- **{cell}, k = {k}, {algo} vs {base}**"
+            if theirs is None or min(mine["seeds"], theirs["seeds"]) < MIN_SEEDS_FOR_VERDICT:
+                verdicts.append(f"{label}: too few seeds for a verdict (needs {MIN_SEEDS_FOR_VERDICT} each)")
+            else:
+                final = verdict(mine, theirs, name=algo)
+                verdicts.append(
+                    f"{label} ({mine['seeds']} vs {theirs['seeds']} seeds): final return {final}; "
+                    f"area under the curve {verdict(mine, theirs, 'auc', algo)}; "
+                    f"{improvement_line(mine, theirs, (algo, base.upper()))}"
+                )
     complete = all(
         summary.get(f"{c}/{a}/k{k}", {}).get("seeds", 0) >= 5 for c in CELLS for a in ALGOS for k in CRITIC_STEPS
     )
@@ -371,7 +406,8 @@ def main() -> None:
     run.add_argument("--k", default="1,80", help="critic steps, comma-separated")
     run.add_argument("--jobs", type=int, default=2, help="parallel runs on the joblib launcher (one thread each)")
     run.add_argument("--launcher", default="joblib", help="Hydra launcher: joblib, submitit_slurm, ray, basic")
-    run.add_argument("overrides", nargs="*", help="extra recipe or launcher overrides (hydra.launcher.*)")
+    run.add_argument("--tag", default="", help="name of a variant made by extra recipe overrides (<algo>_<tag>)")
+    run.add_argument("overrides", nargs="*", help="extra recipe overrides (with --tag) or launcher ones (hydra.*)")
     sub.add_parser("aggregate", help="statistics, PNG and RESULTS.md from the result files")
     args = parser.parse_args()
     if args.command == "run":
