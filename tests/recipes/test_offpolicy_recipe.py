@@ -6,12 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gymnasium
 import pytest
 import torch
 from tensordict import TensorDict
 
 from recipe_checkpoints import list_checkpoints, read_checkpoint
-from recipe_envs import make_env
+from recipe_envs import make_collector, make_env, start_fresh_episodes
 from recipe_losses import TorchRLSAC
 from recipe_models import make_sac_models
 from recipe_schema import ConfigError, load_config
@@ -202,3 +203,42 @@ def test_our_plain_sac_gradients_are_torchrl_sacloss_in_expectation():
     for mine, theirs, cosine in ((ours_actor, reference_actor, 0.99), (ours_critic, reference_critic, 0.9999)):
         assert torch.nn.functional.cosine_similarity(mine, theirs, 0) > cosine
         assert 0.94 < mine.norm() / theirs.norm() < 1.06
+
+
+def test_replay_rows_mark_falls_terminal_and_nothing_else(tmp_path):
+    """What the SAC loop stores: ``terminated`` exactly where Hopper's health check fails at the next
+    state, time-limit ends ``truncated`` only, the stored next observation the real one (the next
+    row continues from it unless the episode ended), and a checkpoint's fresh episodes mark nothing."""
+    gymnasium.register("HopperShort-v4", "gymnasium.envs.mujoco.hopper_v4:HopperEnv", max_episode_steps=15)
+    env = make_env("HopperShort-v4", 1)
+    actor, _ = make_sac_models(env, [16], "cpu")
+    collector = make_collector("HopperShort-v4", actor, frames_per_batch=600, total_frames=1200)
+    collector.init_random_frames = 1200  # uniform actions, as in the warm-up
+    first, second = None, None
+    for index, batch in enumerate(collector):
+        if index == 0:
+            first = batch
+            start_fresh_episodes(collector, 7)  # what a checkpoint does
+        else:
+            second = batch
+    collector.shutdown()
+    for rows in (first, second):
+        next_obs = rows["next", "observation"]
+        z, angle = next_obs[:, 0], next_obs[:, 1]
+        unhealthy = (z <= 0.7) | (angle.abs() >= 0.2) | (next_obs[:, 1:5].abs() >= 100).any(-1)
+        terminated = rows["next", "terminated"].squeeze(-1)
+        truncated = rows["next", "truncated"].squeeze(-1)
+        assert torch.equal(terminated, unhealthy)
+        assert terminated.any() and truncated.any()
+        at_limit = rows["next", "step_count"].squeeze(-1) == 15
+        assert torch.equal(truncated, at_limit)  # gymnasium flags the limit even where the hopper also fell
+        assert (truncated & ~terminated).any()  # time-limit ends that the target bootstraps through
+        done = rows["next", "done"].squeeze(-1)
+        assert torch.equal(done, terminated | truncated)
+        continues = ~done[:-1]
+        assert torch.equal(rows["observation"][1:][continues], next_obs[:-1][continues])
+        restarts = rows["observation"][1:][done[:-1]]
+        assert torch.allclose(restarts[:, 0], torch.full_like(restarts[:, 0], 1.25), atol=0.01)  # a reset's height
+    # the restart ends the cut episode without a flag (the checks above cover the first batch's last
+    # row); the next batch starts a fresh episode
+    assert second["step_count"][0].item() == 0
