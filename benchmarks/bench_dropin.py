@@ -34,6 +34,7 @@ from torchrl.collectors import Collector
 from torchrl.envs import DoubleToFloat, ExplorationType, GymEnv, StepCounter, TransformedEnv, set_exploration_type
 from torchrl.modules import MLP, ProbabilisticActor, TanhNormal, ValueOperator
 
+from bench_sample_efficiency import parse_seeds
 from torchrl_stac import CriticLoss, FollowerSolver, ImplicitGradientHook, StackelbergActorLoss
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,14 +124,6 @@ def dropin_loop(
 
 def result_path(variant: str, seed: int) -> Path:
     return RESULTS / f"{variant}_seed{seed}.json"
-
-
-def parse_seeds(text: str) -> list[int]:
-    seeds: list[int] = []
-    for part in text.split(","):
-        low, _, high = part.partition("-")
-        seeds.extend(range(int(low), int(high or low) + 1))
-    return seeds
 
 
 def command_run(args) -> None:
