@@ -101,12 +101,22 @@ def test_sample_efficiency_driver_uses_one_multirun_per_preset(tmp_path, monkeyp
     monkeypatch.setattr(bench_sample_efficiency, "RUNS", tmp_path / "runs")
     tiny = ["total_frames=2000", "eval_interval=1000", "eval_episodes=1", "num_envs=2"]
     monkeypatch.setattr(bench_sample_efficiency, "CELLS", {"tiny": ("config_cartpole", tiny, "CartPole, tiny")})
-    args = argparse.Namespace(only="", seeds="0", algos="stac,ac", k="1", jobs=2, launcher="joblib", overrides=[])
-    bench_sample_efficiency.command_run(args)
+    options = dict(only="", seeds="0", k="1", jobs=2, launcher="joblib")
+    bench_sample_efficiency.command_run(argparse.Namespace(**options, algos="stac,ac", tag="", overrides=[]))
     for algo in ("stac", "ac"):
         record = json.loads(bench_sample_efficiency.result_path("tiny", algo, 1, 0).read_text())
         assert [frames for frames, _ in record["eval_curve"]] == [1000, 2000]
         assert (record["config"]["algo"], record["config"]["critic_steps"]) == (algo, 1)
+    # extra overrides make a tagged variant with its own files; without a tag they are refused
+    with pytest.raises(SystemExit, match="name the variant with --tag"):
+        bench_sample_efficiency.command_run(argparse.Namespace(**options, algos="stac", tag="", overrides=["k=1"]))
+    tagged = argparse.Namespace(**options, algos="stac", tag="lam2", overrides=["regularization=2.0"])
+    bench_sample_efficiency.command_run(tagged)
+    record = json.loads(bench_sample_efficiency.result_path("tiny", "stac_lam2", 1, 0).read_text())
+    assert (record["algo"], record["config"]["algo"], record["config"]["regularization"]) == ("stac_lam2", "stac", 2.0)
+    assert record["overrides"] == ["regularization=2.0"]
+    groups = bench_sample_efficiency.load_runs()
+    assert sorted(algo for _, algo, _ in groups) == ["ac", "stac", "stac_lam2"]  # never pooled
 
 
 def test_offpolicy_driver_records_curves_and_stackelberg_diagnostics(tmp_path, monkeypatch):
