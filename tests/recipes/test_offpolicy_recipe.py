@@ -242,3 +242,15 @@ def test_replay_rows_mark_falls_terminal_and_nothing_else(tmp_path):
     # the restart ends the cut episode without a flag (the checks above cover the first batch's last
     # row); the next batch starts a fresh episode
     assert second["step_count"][0].item() == 0
+
+
+def test_reference_loss_trains_in_the_recipe_loop_and_is_plain_sac_only(tmp_path):
+    summary = train(
+        load_config("config_stsac", ["algo=sac", "reference_loss=true", "total_frames=400", *TINY]), tmp_path
+    )
+    state = read_checkpoint(summary["checkpoint"])
+    assert state["counters"]["updates"] == 20 and any(key.startswith("sac.") for key in state["losses"])
+    assert csv_steps(tmp_path, "sac/loss_qvalue") == [200, 400]
+    for overrides in (["algo=stsac"], ["algo=sac", "update_order=critic_first"]):
+        with pytest.raises(ConfigError, match="reference_loss=true is TorchRL's plain SACLoss"):
+            train(load_config("config_stsac", [*overrides, "reference_loss=true", *TINY]), None)
