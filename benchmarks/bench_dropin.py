@@ -187,7 +187,7 @@ def command_aggregate(args) -> None:
             else "–"
         )
         lines.append(
-            f"| {variant} | {s['runs']} | {s['reached']} | {', '.join(str(x) for x in s['frames_to_reach'])} | "
+            f"| {variant} | {s['runs']} | {s['reached']} | {', '.join(str(x) if x is not None else '–' for x in s['frames_to_reach'])} | "
             f"{', '.join(f'{x:.0f}' for x in s['last_eval'])} | {s['collapsed_after_reaching']} | {ratio} |"
         )
     print("\n".join(lines))
