@@ -186,8 +186,9 @@ def command_aggregate(args) -> None:
             if s["correction_ratio_median"] is not None
             else "–"
         )
+        reached = ", ".join(str(x) if x is not None else "–" for x in s["frames_to_reach"])
         lines.append(
-            f"| {variant} | {s['runs']} | {s['reached']} | {', '.join(str(x) if x is not None else '–' for x in s['frames_to_reach'])} | "
+            f"| {variant} | {s['runs']} | {s['reached']} | {reached} | "
             f"{', '.join(f'{x:.0f}' for x in s['last_eval'])} | {s['collapsed_after_reaching']} | {ratio} |"
         )
     print("\n".join(lines))
