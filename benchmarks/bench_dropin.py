@@ -28,17 +28,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from tensordict.nn import NormalParamExtractor, TensorDictModule
-from torch import nn
 from torchrl.collectors import Collector
 from torchrl.envs import DoubleToFloat, ExplorationType, GymEnv, StepCounter, TransformedEnv, set_exploration_type
-from torchrl.modules import MLP, ProbabilisticActor, TanhNormal, ValueOperator
 
 from bench_sample_efficiency import parse_seeds
 from torchrl_stac import CriticLoss, FollowerSolver, ImplicitGradientHook, StackelbergActorLoss
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "dropin"
+sys.path.insert(0, str(ROOT / "recipes"))
+
+from recipe_models import make_models  # noqa: E402
 
 VARIANTS: dict[str, Callable[[], FollowerSolver] | None] = {
     "ac": None,
@@ -70,23 +70,7 @@ def dropin_loop(
     """One run of the drop-in loop: ``{"eval_curve": [[frames, return], ...], "correction_ratio": [...]}``."""
     torch.manual_seed(seed)
     env, eval_env = make_env(env_id, seed), make_env(env_id, seed + 1000)
-    obs_dim = env.observation_spec["observation"].shape[-1]
-    act_dim = env.action_spec.shape[-1]
-    policy_net = nn.Sequential(
-        MLP(in_features=obs_dim, out_features=2 * act_dim, num_cells=[64, 64], activation_class=nn.Tanh),
-        NormalParamExtractor(),
-    )
-    actor = ProbabilisticActor(
-        TensorDictModule(policy_net, ["observation"], ["loc", "scale"]),
-        in_keys=["loc", "scale"],
-        spec=env.action_spec,
-        distribution_class=TanhNormal,
-        distribution_kwargs={"low": env.action_spec.space.low, "high": env.action_spec.space.high},
-        return_log_prob=True,
-    )
-    critic = ValueOperator(
-        MLP(in_features=obs_dim, out_features=1, num_cells=[64, 64], activation_class=nn.Tanh), in_keys=["observation"]
-    )
+    actor, critic = make_models(env, [64, 64], "cpu")  # the paper-scale tanh MLPs, TanhNormal actor
     critic_loss = CriticLoss(critic).make_value_estimator(gamma=0.99)
     actor_loss = StackelbergActorLoss(actor, critic, normalize_advantage=True)
     actor_loss.make_value_estimator(gamma=0.99, lmbda=0.95)
