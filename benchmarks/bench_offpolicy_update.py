@@ -126,7 +126,7 @@ def minibatch(generator: torch.Generator) -> TensorDict:
 def seconds_per_update(options: dict | None, updates: int) -> float:
     from torchrl_stac import FollowerSolver, StackelbergUpdate, plain_gradients
 
-    options = dict(options or {"plain": True})
+    options = {"plain": True} if options is None else dict(options)  # {}: the default, not plain
     loss, optimizers = make_players(options.pop("base", "sac"))
     if options.pop("plain", False):
         step = lambda td: plain_gradients(loss, td)  # noqa: E731
