@@ -126,7 +126,8 @@ def test_offpolicy_driver_records_curves_and_stackelberg_diagnostics(tmp_path, m
     monkeypatch.setattr(bench_offpolicy, "RUNS", tmp_path / "runs")
     monkeypatch.setattr(bench_offpolicy, "EVAL", ["eval_interval=200", "eval_episodes=1"])
     args = argparse.Namespace(
-        envs="Hopper-v4", variants="sac,stsac_critic", seeds="0", tag="", frames=400, jobs=2, launcher="joblib",
+        envs="Hopper-v4", variants="sac,stsac_critic,sttd3_actor", seeds="0", tag="", frames=400, jobs=2,
+        launcher="joblib",
         overrides=["frames_per_batch=100", "batch_size=32", "num_cells=[16,16]", "correction_every=1"],
     )  # fmt: skip
     bench_offpolicy.command_run(args)
@@ -138,6 +139,11 @@ def test_offpolicy_driver_records_curves_and_stackelberg_diagnostics(tmp_path, m
         len(stsac["diagnostics"]["correction_ratio"]) == 4
     )  # a row per batch: the warm-up (40 frames) ends in the first
     assert sac["diagnostics"] == {}
+    sttd3 = json.loads((tmp_path / "results" / "Hopper-v4_sttd3_actor_seed0.json").read_text())
+    assert "algo: sttd3" in sttd3["config"] and sttd3["diagnostics"]["correction_ratio"]
+    progress = bench_offpolicy.matrix_progress()  # the TD3 rows and the DDPG anchor are planned too
+    assert "HalfCheetah-v4_td3_seed2" in progress and "HalfCheetah-v4_ddpg_seed1" in progress
+    assert "HalfCheetah-v4_ddpg_seed2" not in progress and "Hopper-v4_sac_seed4" in progress
 
 
 def test_launch_polls_while_the_sweep_runs_so_finished_runs_are_collected_before_it_ends(tmp_path):
