@@ -237,7 +237,9 @@ def command_aggregate(args) -> None:
     summary = {key: summarize(records) for key, records in sorted(groups.items())}
     rows = table_rows(summary)
     print("\n".join(rows))
-    verdicts = [line for base, twin, names in PAIRS for line in pair_verdicts(summary, base, twin, names)]
+    verdicts = [line for base, twin, names in PAIRS for line in pair_verdicts(summary, base, twin, names)] or [
+        "- no Stackelberg/base pair with results yet"
+    ]
     progress = matrix_progress()
     out = ROOT / "benchmarks" / "results"
     (out / "offpolicy_summary.json").write_text(json.dumps(summary, indent=1))
@@ -273,14 +275,14 @@ def command_aggregate(args) -> None:
         "",
         "Verdicts (a win needs non-overlapping 95% bootstrap CIs of the mean):",
         "",
-        *(verdicts or ["- no Stackelberg/base pair with results yet"]),
+        *verdicts,
         "",
         "Stackelberg diagnostics per batch (mean over seeds): ![diagnostics](results/offpolicy_diagnostics.png)",
         "",
         *diagnostics_table(groups),
     ]
     replace_section(ROOT / "benchmarks" / "RESULTS.md", "offpolicy", "\n".join(text))
-    readme = [progress, "", *rows, "", *(verdicts or ["- no Stackelberg/base pair with results yet"])]
+    readme = [progress, "", *rows, "", *verdicts]
     replace_section(ROOT / "docs" / "recipes.md", "offpolicy_results", "\n".join(readme))
     print(f"wrote {out / 'offpolicy_summary.json'}, offpolicy*.png and the off-policy section of RESULTS.md")
 
