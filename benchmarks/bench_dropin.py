@@ -5,9 +5,10 @@
 
 The loop is the README's drop-in snippet on a continuous task (InvertedPendulum-v4 by default): a
 TanhNormal actor and a V critic (64×64 tanh MLPs), Adam 3e-3 (actor) and 1e-3 (critic), GAE(0.95) for
-the actor, Monte-Carlo returns for the critic, ``critic_steps`` critic steps per batch, then the
-actor's step with or without ``ImplicitGradientHook``. The train env is seeded with ``seed``, the
-evaluation env with ``seed + 1000``; every ``eval_every`` frames one deterministic episode is run.
+the actor, Monte-Carlo returns for the critic, batches of 200 frames (the snippet's), ``critic_steps``
+critic steps per batch, then the actor's step with or without ``ImplicitGradientHook``. The train env
+is seeded with ``seed``, the evaluation env with ``seed + 1000``; every ``eval_every`` frames one
+deterministic episode is run.
 
 Variants (the hook's solver): ``ac`` (no hook), ``lambda50`` (a fixed λ = 50, no bound: what a user
 picked before safe defaults existed), ``default`` (``FollowerSolver()`` as it is now), and the two
@@ -63,7 +64,7 @@ def dropin_loop(
     *,
     env_id: str = "InvertedPendulum-v4",
     total_frames: int = 150_000,
-    frames_per_batch: int = 1000,
+    frames_per_batch: int = 200,
     critic_steps: int = 5,
     eval_every: int = 5000,
 ) -> dict:
@@ -122,9 +123,16 @@ def command_run(args) -> None:
             if path.exists():
                 continue
             start = time.perf_counter()
-            record = dropin_loop(variant, seed, env_id=args.env, total_frames=args.frames)
+            record = dropin_loop(
+                variant, seed, env_id=args.env, total_frames=args.frames, frames_per_batch=args.frames_per_batch
+            )
             record.update(
-                variant=variant, seed=seed, env=args.env, frames=args.frames, wall_seconds=time.perf_counter() - start
+                variant=variant,
+                seed=seed,
+                env=args.env,
+                frames=args.frames,
+                frames_per_batch=args.frames_per_batch,
+                wall_seconds=time.perf_counter() - start,
             )
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(record))
@@ -141,6 +149,9 @@ def command_aggregate(args) -> None:
     records = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
     if not records:
         sys.exit(f"error: no result files under {RESULTS}; run `bench_dropin.py run` first")
+    protocols = {(r["env"], r["frames"], r.get("frames_per_batch")) for r in records}
+    if len(protocols) > 1:  # runs of different budgets or batch sizes must not pool
+        sys.exit(f"error: {RESULTS} mixes protocols (env, frames, frames per batch) {sorted(protocols, key=str)}")
     summary: dict[str, dict] = {}
     for variant in VARIANTS:
         runs = [r for r in records if r["variant"] == variant]
@@ -212,6 +223,7 @@ def main() -> None:
     run.add_argument("--seeds", default="0-4", help="e.g. 0-4 or 0,2")
     run.add_argument("--env", default="InvertedPendulum-v4")
     run.add_argument("--frames", type=int, default=150_000)
+    run.add_argument("--frames-per-batch", type=int, default=200, help="frames per actor step (the snippet's 200)")
     aggregate = sub.add_parser("aggregate", help="table, JSON and PNG from the result files")
     aggregate.add_argument("--target", type=float, default=1000.0, help="the task's maximum return")
     args = parser.parse_args()

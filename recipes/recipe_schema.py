@@ -124,7 +124,11 @@ class StppoConfig(OnPolicyConfig):
 
 @dataclass
 class StsacConfig:
-    """Stackelberg SAC (``algo=stsac``) or plain SAC (``algo=sac``): TorchRL's SAC settings."""
+    """Stackelberg SAC, TD3, DDPG (``algo=stsac|sttd3|stddpg``) or their bases (``algo=sac|td3|ddpg``).
+
+    Defaults: Tianshou's MuJoCo settings (its ``mujoco_sac.py``, ``mujoco_td3.py``, ``mujoco_ddpg.py``),
+    whose published SAC returns the base is held to; the update every 50 steps instead of every step.
+    """
 
     env: str = "Hopper-v4"  # any Gymnasium id with a flat Box observation and Box actions
     seed: int = _key(0, low=0, high=MAX_SEED)
@@ -132,17 +136,17 @@ class StsacConfig:
     algo: str = _key("stsac", choices=("stsac", "sac", "sttd3", "td3", "stddpg", "ddpg"))
     leader: str = _key("actor", choices=("actor", "critic"))  # who follows the total derivative
     total_frames: int = _key(1_000_000, low=1)
-    init_random_frames: int = _key(25_000, low=0)  # uniform random actions first (capped at 10% of the run)
-    frames_per_batch: int = _key(1000, low=1)  # env steps between rounds of updates
+    init_random_frames: int = _key(10_000, low=0)  # uniform random actions first (capped at 10% of the run)
+    frames_per_batch: int = _key(50, low=1)  # env steps between rounds of updates
     utd_ratio: float = _key(1.0, above=0.0)  # gradient updates per env step
     batch_size: int = _key(256, low=1)  # minibatch of both players' losses
     buffer_size: int = _key(1_000_000, low=1)
     num_cells: list[int] = _key([256, 256], low=1)  # ReLU MLPs (TorchRL's SAC)
-    actor_lr: float = _key(3e-4, above=0.0)
-    critic_lr: float = _key(3e-4, above=0.0)
-    alpha_lr: float = _key(3e-4, above=0.0)
-    alpha_init: float = _key(1.0, above=0.0)
-    fixed_alpha: bool = False  # keep α at alpha_init (no temperature loss)
+    actor_lr: float | None = _key(None, above=0.0)  # Adam; null: the base's own (OFFPOLICY_LEARNING_RATE)
+    critic_lr: float | None = _key(None, above=0.0)
+    alpha_lr: float = _key(3e-4, above=0.0)  # SAC's temperature, with fixed_alpha=false
+    alpha_init: float = _key(0.2, above=0.0)  # SAC's entropy temperature α
+    fixed_alpha: bool = True  # keep α at alpha_init; false: learn α towards −(action dims) entropy
     scale_lb: float = _key(1e-4, above=0.0)  # the actor's smallest standard deviation (before tanh)
     update_order: str = _key("joint", choices=("joint", "critic_first"))  # critic_first: algo=sac, SB3's order
     reference_loss: bool = False  # algo=sac: TorchRL's own SACLoss in this loop (a check of the base)
@@ -173,6 +177,20 @@ class StsacConfig:
     logger: str = _key("csv", choices=("csv", "tensorboard", "wandb", "none"))
     device: str = "cpu"
     threads: int = _key(0, low=0)
+
+
+# Adam's learning rate for the actor and the critics of each off-policy base when actor_lr / critic_lr
+# are null: Tianshou's MuJoCo settings (TD3's are the TD3 paper's).
+OFFPOLICY_LEARNING_RATE = {"sac": 1e-3, "td3": 3e-4, "ddpg": 1e-3}
+
+
+def offpolicy_learning_rates(cfg: DictConfig) -> tuple[float, float]:
+    """``(actor_lr, critic_lr)`` of the off-policy recipe: as configured, else the base's own."""
+    own = OFFPOLICY_LEARNING_RATE[cfg.algo.removeprefix("st")]
+    return (
+        cfg.actor_lr if cfg.actor_lr is not None else own,
+        cfg.critic_lr if cfg.critic_lr is not None else own,
+    )
 
 
 @dataclass

@@ -3,7 +3,7 @@ twins (``algo=stsac|sttd3|stddpg``, ``leader=actor|critic``).
 
 python recipes/stsac_mujoco.py env=Hopper-v4                       # Stackelberg SAC, the actor leads
 python recipes/stsac_mujoco.py env=Hopper-v4 leader=critic         # the critic leads
-python recipes/stsac_mujoco.py env=Hopper-v4 algo=sac              # plain SAC (TorchRL's settings)
+python recipes/stsac_mujoco.py env=Hopper-v4 algo=sac              # plain SAC (Tianshou's settings)
 python recipes/stsac_mujoco.py env=HalfCheetah-v4 algo=sttd3       # Stackelberg TD3 (algo=td3: TD3)
 
 Every key of ``recipe_schema.StsacConfig`` is a ``key=value`` override; ``config_stsac.yaml`` is the
@@ -31,7 +31,7 @@ from recipe_checkpoints import CompactReplay
 from recipe_envs import make_collector, make_env, policy_evaluator
 from recipe_losses import make_offpolicy, make_optimizer
 from recipe_models import make_deterministic_models, make_sac_models
-from recipe_schema import ConfigError, StsacConfig
+from recipe_schema import ConfigError, StsacConfig, offpolicy_learning_rates
 from torchrl_stac import plain_gradients
 
 
@@ -78,8 +78,9 @@ def train(cfg: DictConfig, run_dir: Path | None) -> dict[str, Any]:
             eval_env, cfg.num_cells, cfg.device, cfg.exploration_noise, critic_count
         )
     loss, stackelberg = make_offpolicy(cfg, actor, critics, eval_env.action_spec_unbatched)
-    actor_opt = make_optimizer("adam", loss.actor_params, cfg.actor_lr)
-    critic_opt = make_optimizer("adam", loss.critic_params, cfg.critic_lr)
+    actor_lr, critic_lr = offpolicy_learning_rates(cfg)
+    actor_opt = make_optimizer("adam", loss.actor_params, actor_lr)
+    critic_opt = make_optimizer("adam", loss.critic_params, critic_lr)
     alpha_opt = make_optimizer("adam", [loss.log_alpha], cfg.alpha_lr) if base == "sac" else None
     actor_delay = cfg.policy_delay if base == "td3" else 1
     replay = ReplayBuffer(storage=LazyTensorStorage(cfg.buffer_size), batch_size=cfg.batch_size)

@@ -146,6 +146,44 @@ def test_offpolicy_driver_records_curves_and_stackelberg_diagnostics(tmp_path, m
     assert "HalfCheetah-v4_ddpg_seed2" not in progress and "Hopper-v4_sac_seed4" in progress
 
 
+def test_retag_moves_runs_apart_and_admits_to_the_default_group_only_runs_with_todays_effective_config(
+    tmp_path, monkeypatch
+):
+    from omegaconf import OmegaConf
+
+    import bench_offpolicy
+    from recipe_schema import StsacConfig
+
+    results = tmp_path / "results"
+    results.mkdir()
+    monkeypatch.setattr(bench_offpolicy, "RESULTS", results)
+
+    def record(name: str, tag: str, **config) -> None:
+        cfg = OmegaConf.merge(OmegaConf.structured(StsacConfig), {"algo": "sac", "total_frames": 100_000, **config})
+        body = {"env": "Hopper-v4", "variant": "sac", "tag": tag, "seed": 0, "eval_curve": [[100_000, 1.0]]}
+        (results / f"{name}.json").write_text(json.dumps({**body, "config": OmegaConf.to_yaml(cfg)}))
+
+    def retag(from_tag: str, to_tag: str) -> None:
+        bench_offpolicy.command_retag(argparse.Namespace(variants="sac", from_tag=from_tag, to_tag=to_tag))
+
+    record("Hopper-v4_sac_seed0", "", actor_lr=3e-4, critic_lr=3e-4)  # before a change of defaults
+    record("Hopper-v4_sac_explicit_seed0", "explicit", actor_lr=1e-3, init_random_frames=25_000)  # = today's
+    record("Hopper-v4_sac_other_seed0", "other", tau=0.01)
+    with pytest.raises(SystemExit, match="Hopper-v4_sac_seed0.json exists"):
+        retag("explicit", "")
+    retag("", "before")
+    with pytest.raises(SystemExit, match=r"differs from today's defaults in \['tau'\]"):
+        retag("other", "")
+    retag("explicit", "")
+    moved = json.loads((results / "Hopper-v4_sac_seed0.json").read_text())
+    assert (moved["tag"], moved["retagged_from"], moved["eval_curve"]) == ("", "explicit", [[100_000, 1.0]])
+    before = json.loads((results / "Hopper-v4_sac_before_seed0.json").read_text())
+    assert (before["tag"], before["retagged_from"]) == ("before", "")
+    assert sorted(p.name for p in results.iterdir()) == [
+        "Hopper-v4_sac_before_seed0.json", "Hopper-v4_sac_other_seed0.json", "Hopper-v4_sac_seed0.json"
+    ]  # fmt: skip
+
+
 def test_launch_polls_while_the_sweep_runs_so_finished_runs_are_collected_before_it_ends(tmp_path):
     import bench_sweep
 
