@@ -280,6 +280,19 @@ def tagged_variants(groups: dict[str, list[dict]]) -> list[str]:
     return lines
 
 
+def same_tag_verdicts(groups: dict[str, list[dict]], summary: dict[str, dict]) -> list[str]:
+    """The verdict lines of each Stackelberg group against its base with the same tag (``stsac_actor``
+    against ``sac``, ``stsac_actor_prefix`` against ``sac_prefix``): runs of different defaults never
+    meet. A tagged try without a base of its tag gets no verdict."""
+    lines = []
+    for tag in sorted({records[0]["tag"] for records in groups.values()}):
+        same = {key: summary[key] for key, records in groups.items() if records[0]["tag"] == tag}
+        suffix = f"_{tag}" if tag else ""
+        for base, twin, (twin_name, base_name) in PAIRS:
+            lines += pair_verdicts(same, base + suffix, twin, (twin_name, base_name + (f" ({tag})" if tag else "")))
+    return lines
+
+
 def command_aggregate(args) -> None:
     groups = load_groups()
     if not groups:
@@ -287,9 +300,7 @@ def command_aggregate(args) -> None:
     summary = {key: summarize(records) for key, records in sorted(groups.items())}
     rows = table_rows(summary)
     print("\n".join(rows))
-    verdicts = [line for base, twin, names in PAIRS for line in pair_verdicts(summary, base, twin, names)] or [
-        "- no Stackelberg/base pair with results yet"
-    ]
+    verdicts = same_tag_verdicts(groups, summary) or ["- no Stackelberg/base pair with results yet"]
     progress = matrix_progress()
     out = ROOT / "benchmarks" / "results"
     (out / "offpolicy_summary.json").write_text(json.dumps(summary, indent=1))

@@ -181,3 +181,26 @@ def test_offpolicy_tagged_variants_list_only_the_overrides_that_set_them_apart()
     assert bench_offpolicy.tagged_variants(groups) == [
         "- `Hopper-v4/stsac_actor_lam` (2 seed(s)): `regularization=100`"
     ]
+
+
+def test_offpolicy_verdicts_compare_each_stackelberg_group_with_the_base_of_its_own_tag():
+    import bench_offpolicy
+    from bench_stats import summarize
+
+    def runs(tag: str, level: float) -> list[dict]:
+        curves = [[[50_000, level / 2 + seed], [100_000, level + seed]] for seed in range(3)]
+        return [{"tag": tag, "eval_curve": curve, "seed": seed} for seed, curve in enumerate(curves)]
+
+    groups = {
+        "Hopper-v4/sac": runs("", 2000.0),
+        "Hopper-v4/stsac_actor": runs("", 2100.0),
+        "Hopper-v4/sac_prefix": runs("prefix", 400.0),
+        "Hopper-v4/stsac_actor_prefix": runs("prefix", 1000.0),
+        "Hopper-v4/stsac_critic_lam": runs("lam", 3000.0),  # a try without a base of its tag
+    }
+    summary = {key: summarize(records) for key, records in groups.items()}
+    lines = bench_offpolicy.same_tag_verdicts(groups, summary)
+    assert len(lines) == 2
+    assert lines[0].startswith("- **Hopper-v4, stsac_actor vs SAC** (3 vs 3 seeds): final return STSAC wins: +100.0")
+    assert lines[1].startswith("- **Hopper-v4, stsac_actor_prefix vs SAC (prefix)** (3 vs 3 seeds)")
+    assert "+600.0 (1001.0 vs 401.0)" in lines[1]  # against sac_prefix, never against the new sac
