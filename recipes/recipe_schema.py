@@ -180,7 +180,7 @@ class StsacConfig:
 
 
 # Adam's learning rate for the actor and the critics of each off-policy base when actor_lr / critic_lr
-# are null: Tianshou's MuJoCo settings (TD3's are the TD3 paper's).
+# are null: Tianshou's MuJoCo settings (for TD3 also the TD3 authors' code's).
 OFFPOLICY_LEARNING_RATE = {"sac": 1e-3, "td3": 3e-4, "ddpg": 1e-3}
 
 
