@@ -270,13 +270,15 @@ def matrix_progress() -> str:
 
 
 def tagged_variants(groups: dict[str, list[dict]]) -> list[str]:
-    """Markdown items: each tagged group (``<variant>_<tag>``) and the recipe overrides that set it apart."""
+    """Markdown items: each tagged group (``<variant>_<tag>``) and the recipe overrides that set it apart
+    (SB3's runs have none; a group without overrides ran on the defaults of its time)."""
     shared = ("total_frames=", "threads=", "logger=", "eval_interval=", "eval_episodes=", "checkpoint_interval=")
     lines = []
     for key, records in sorted(groups.items()):
         if records[0]["tag"]:
-            extra = [o for o in records[0]["overrides"] if not o.startswith(shared)]
-            lines.append(f"- `{key}` ({len(records)} seed(s)): `{' '.join(extra)}`")
+            extra = [o for o in records[0].get("overrides", []) if not o.startswith(shared)]
+            what = f"`{' '.join(extra)}`" if extra else "no overrides"
+            lines.append(f"- `{key}` ({len(records)} seed(s)): {what}")
     return lines
 
 

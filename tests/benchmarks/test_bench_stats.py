@@ -177,9 +177,13 @@ def test_offpolicy_tagged_variants_list_only_the_overrides_that_set_them_apart()
     groups = {
         "Hopper-v4/sac": [{"tag": "", "overrides": shared}],
         "Hopper-v4/stsac_actor_lam": [{"tag": "lam", "overrides": [*shared, "regularization=100"]}] * 2,
+        "Hopper-v4/sac_prefix": [{"tag": "prefix", "overrides": shared}],  # the defaults of its time
+        "Hopper-v4/sb3_sac_prefix": [{"tag": "prefix"}],  # SB3's runs record no recipe overrides
     }
     assert bench_offpolicy.tagged_variants(groups) == [
-        "- `Hopper-v4/stsac_actor_lam` (2 seed(s)): `regularization=100`"
+        "- `Hopper-v4/sac_prefix` (1 seed(s)): no overrides",
+        "- `Hopper-v4/sb3_sac_prefix` (1 seed(s)): no overrides",
+        "- `Hopper-v4/stsac_actor_lam` (2 seed(s)): `regularization=100`",
     ]
 
 
