@@ -131,12 +131,12 @@ def command_run(args) -> None:
 def _recipe_schedule(frames: int) -> dict:
     """SB3 on the recipe's schedule: its capped warm-up, then frames_per_batch steps, as many updates."""
     sys.path.insert(0, str(ROOT / "recipes"))
-    from recipe_schema import StsacConfig
+    from recipe_schema import StsacConfig, offpolicy_warmup
 
     cfg = StsacConfig()
     steps = int(cfg.frames_per_batch)
     return {
-        "learning_starts": min(cfg.init_random_frames, frames // 10),
+        "learning_starts": offpolicy_warmup(cfg.init_random_frames, frames),
         "train_freq": (steps, "step"),
         "gradient_steps": int(cfg.utd_ratio * steps),
     }
@@ -203,12 +203,12 @@ def effective_config(config) -> dict:
     sys.path.insert(0, str(ROOT / "recipes"))
     from omegaconf import OmegaConf
 
-    from recipe_schema import RESUME_MAY_CHANGE, StsacConfig, offpolicy_learning_rates
+    from recipe_schema import RESUME_MAY_CHANGE, StsacConfig, offpolicy_learning_rates, offpolicy_warmup
 
     cfg = OmegaConf.merge(OmegaConf.structured(StsacConfig), config)
     values = OmegaConf.to_container(cfg)
     values["actor_lr"], values["critic_lr"] = offpolicy_learning_rates(cfg)
-    values["init_random_frames"] = min(cfg.init_random_frames, cfg.total_frames // 10)
+    values["init_random_frames"] = offpolicy_warmup(cfg.init_random_frames, cfg.total_frames)
     return {key: value for key, value in values.items() if key not in RESUME_MAY_CHANGE | {"seed"}}
 
 

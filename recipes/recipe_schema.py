@@ -193,6 +193,12 @@ def offpolicy_learning_rates(cfg: DictConfig) -> tuple[float, float]:
     )
 
 
+def offpolicy_warmup(init_random_frames: int, total_frames: int) -> int:
+    """Frames of uniform random actions before the first update: ``init_random_frames``, capped at 10%
+    of the run so that a short run still trains."""
+    return min(init_random_frames, total_frames // 10)
+
+
 @dataclass
 class EvaluateConfig:
     """``recipes/evaluate.py``: deterministic returns of a saved run."""

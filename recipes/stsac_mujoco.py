@@ -31,7 +31,7 @@ from recipe_checkpoints import CompactReplay
 from recipe_envs import make_collector, make_env, policy_evaluator
 from recipe_losses import make_offpolicy, make_optimizer
 from recipe_models import make_deterministic_models, make_sac_models
-from recipe_schema import ConfigError, StsacConfig, offpolicy_learning_rates
+from recipe_schema import ConfigError, StsacConfig, offpolicy_learning_rates, offpolicy_warmup
 from torchrl_stac import plain_gradients
 
 
@@ -95,7 +95,7 @@ def train(cfg: DictConfig, run_dir: Path | None) -> dict[str, Any]:
         },
         counters={"updates": 0},
     )
-    warmup = min(cfg.init_random_frames, cfg.total_frames // 10)  # a short run still trains
+    warmup = offpolicy_warmup(cfg.init_random_frames, cfg.total_frames)
     collector = make_collector(
         cfg.env, policy, frames_per_batch=cfg.frames_per_batch, total_frames=run.frames_left(cfg.frames_per_batch)
     )
