@@ -16,7 +16,8 @@ safeguards alone (``condition``: λ from κ = 100; ``bound``: λ = 50 and ‖cor
 and together (``condition_bound``).
 ``run`` writes one JSON per finished run under ``benchmarks/results/dropin/`` (a killed run starts
 again; each takes minutes); ``aggregate`` prints and writes the table (runs that reach the task's
-maximum, frames to reach it, the last evaluation), ``dropin_summary.json`` and ``dropin.png``.
+maximum and when, collapses after reaching it, the share of evaluations at it, the final return and AUC
+with rliable's 95% CIs and the AUC verdict against `ac`), ``dropin_summary.json`` and ``dropin.png``.
 """
 
 from __future__ import annotations
@@ -28,11 +29,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from torchrl.collectors import Collector
 from torchrl.envs import DoubleToFloat, ExplorationType, GymEnv, StepCounter, TransformedEnv, set_exploration_type
 
 from bench_sample_efficiency import parse_seeds
+from bench_stats import compare, summarize
 from torchrl_stac import CriticLoss, FollowerSolver, ImplicitGradientHook, StackelbergActorLoss
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,6 +148,26 @@ def solved_at(curve: list[list[float]], target: float) -> int | None:
     return next((int(frames) for frames, value in curve if value >= target), None)
 
 
+def variant_summary(runs: list[dict], target: float) -> dict:
+    """One variant's reliability over its runs: how many reach ``target`` (and when), how many end below
+    half of it after reaching it, the share of evaluations at ``target``, and the final return and AUC
+    (mean evaluation over training) with rliable's 95% CIs (``bench_stats.summarize``)."""
+    reached = [solved_at(r["eval_curve"], target) for r in runs]
+    ratios = [x for r in runs for x in r["correction_ratio"]]
+    at_target = [sum(value >= target for _, value in r["eval_curve"]) / len(r["eval_curve"]) for r in runs]
+    return {
+        **summarize(runs),
+        "reached": sum(x is not None for x in reached),
+        "frames_to_reach": reached,
+        "collapsed_after_reaching": sum(
+            x is not None and r["eval_curve"][-1][1] < target / 2 for x, r in zip(reached, runs, strict=True)
+        ),
+        "share_at_target": float(np.mean(at_target)),
+        "correction_ratio_median": float(np.median(ratios)) if ratios else None,
+        "correction_ratio_max": max(ratios) if ratios else None,
+    }
+
+
 def command_aggregate(args) -> None:
     records = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
     if not records:
@@ -152,28 +175,16 @@ def command_aggregate(args) -> None:
     protocols = {(r["env"], r["frames"], r.get("frames_per_batch")) for r in records}
     if len(protocols) > 1:  # runs of different budgets or batch sizes must not pool
         sys.exit(f"error: {RESULTS} mixes protocols (env, frames, frames per batch) {sorted(protocols, key=str)}")
-    summary: dict[str, dict] = {}
-    for variant in VARIANTS:
-        runs = [r for r in records if r["variant"] == variant]
-        if not runs:
-            continue
-        reached = [solved_at(r["eval_curve"], args.target) for r in runs]
-        ratios = [x for r in runs for x in r["correction_ratio"]]
-        summary[variant] = {
-            "runs": len(runs),
-            "reached": sum(x is not None for x in reached),
-            "frames_to_reach": reached,
-            "last_eval": [r["eval_curve"][-1][1] for r in runs],
-            "collapsed_after_reaching": sum(
-                x is not None and r["eval_curve"][-1][1] < args.target / 2 for x, r in zip(reached, runs, strict=True)
-            ),
-            "correction_ratio_median": float(torch.tensor(ratios).median()) if ratios else None,
-            "correction_ratio_max": max(ratios) if ratios else None,
-        }
+    summary = {
+        variant: variant_summary([r for r in records if r["variant"] == variant], args.target)
+        for variant in VARIANTS
+        if any(r["variant"] == variant for r in records)
+    }
     lines = [
-        f"| variant | runs | reached {args.target:.0f} | frames to reach | last evaluation | collapsed after "
-        "reaching | correction ratio (median, max) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        f"| variant | runs | reached {args.target:.0f} (frames) | collapsed after reaching | share of evaluations "
+        f"at {args.target:.0f} | final (mean [95% CI]) | AUC (mean [95% CI]) | AUC vs ac | correction ratio "
+        "(median, max) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for variant, s in summary.items():
         ratio = (
@@ -182,9 +193,11 @@ def command_aggregate(args) -> None:
             else "–"
         )
         reached = ", ".join(str(x) if x is not None else "–" for x in s["frames_to_reach"])
+        versus = compare(s, summary["ac"], "auc") if "ac" in summary and variant != "ac" else "–"
         lines.append(
-            f"| {variant} | {s['runs']} | {s['reached']} | {reached} | "
-            f"{', '.join(f'{x:.0f}' for x in s['last_eval'])} | {s['collapsed_after_reaching']} | {ratio} |"
+            f"| {variant} | {s['seeds']} | {s['reached']} ({reached}) | {s['collapsed_after_reaching']} | "
+            f"{s['share_at_target']:.2f} | {s['final_mean']:.0f} [{s['final_ci'][0]:.0f}, {s['final_ci'][1]:.0f}] | "
+            f"{s['auc_mean']:.0f} [{s['auc_ci'][0]:.0f}, {s['auc_ci'][1]:.0f}] | {versus} | {ratio} |"
         )
     print("\n".join(lines))
     out = ROOT / "benchmarks" / "results"
