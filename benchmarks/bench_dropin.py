@@ -11,9 +11,9 @@ is seeded with ``seed``, the evaluation env with ``seed + 1000``; every ``eval_e
 deterministic episode is run.
 
 Variants (the hook's solver): ``ac`` (no hook), ``lambda50`` (a fixed λ = 50, no bound: what a user
-picked before safe defaults existed), ``default`` (``FollowerSolver()`` as it is now), and the two
-safeguards alone (``condition``: λ from κ = 100; ``bound``: λ = 50 and ‖correction‖ <= ‖partial‖)
-and together (``condition_bound``).
+picked before safe defaults existed), the two safeguards alone (``condition``: λ from κ = 100;
+``bound``: λ = 50 and ‖correction‖ <= ‖partial‖) and together (``condition_bound``), and ``default``
+(no solver given: the hook's own, ``FollowerSolver.safe()``, today the same as ``condition_bound``).
 ``run`` writes one JSON per finished run under ``benchmarks/results/dropin/`` (a killed run starts
 again; each takes minutes); ``aggregate`` prints and writes the table (runs that reach the task's
 maximum and when, collapses after reaching it, the share of evaluations at it, the final return and AUC
@@ -44,10 +44,10 @@ sys.path.insert(0, str(ROOT / "recipes"))
 
 from recipe_models import make_models  # noqa: E402
 
-VARIANTS: dict[str, Callable[[], FollowerSolver] | None] = {
+VARIANTS: dict[str, Callable[[], FollowerSolver | None] | None] = {
     "ac": None,
     "lambda50": lambda: FollowerSolver(50.0),
-    "default": FollowerSolver,
+    "default": lambda: None,  # the hook's own default (FollowerSolver.safe())
     "condition": lambda: FollowerSolver(condition_number=100.0),
     "bound": lambda: FollowerSolver(50.0, correction_max_ratio=1.0),
     "condition_bound": lambda: FollowerSolver(condition_number=100.0, correction_max_ratio=1.0),

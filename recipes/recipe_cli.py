@@ -24,9 +24,9 @@ from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
-from recipe_run import RunInterrupted, stop_signals
 
 from recipe_checkpoints import AUTO, LOCK_FILE, RunDirectoryBusy, run_dir_of
+from recipe_run import RunInterrupted, stop_signals
 from recipe_schema import ConfigError, StacConfig, allowed, unknown_key
 
 

@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig
-from recipe_run import TrainingRun
 from torch.nn.utils import clip_grad_norm_
 from torchrl.data import LazyTensorStorage, ReplayBuffer
 from torchrl.data.replay_buffers import SamplerWithoutReplacement
@@ -26,6 +25,7 @@ import recipe_cli
 from recipe_envs import make_env, policy_evaluator
 from recipe_losses import make_losses, make_optimizer
 from recipe_models import make_models
+from recipe_run import TrainingRun
 from recipe_schema import StacConfig
 
 

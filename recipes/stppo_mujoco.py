@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from recipe_run import TrainingRun
 from torch.nn.utils import clip_grad_norm_
 from torchrl.data import LazyTensorStorage, ReplayBuffer
 from torchrl.data.replay_buffers import SamplerWithoutReplacement
@@ -28,6 +27,7 @@ import recipe_cli
 from recipe_envs import make_env, policy_evaluator
 from recipe_losses import make_optimizer, make_ppo_loss
 from recipe_models import make_models
+from recipe_run import TrainingRun
 from recipe_schema import StppoConfig
 
 

@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from recipe_run import TrainingRun
 from tensordict import TensorDictBase
 from torchrl.data import LazyTensorStorage, ReplayBuffer
 
@@ -31,6 +30,7 @@ from recipe_checkpoints import CompactReplay
 from recipe_envs import make_collector, make_env, policy_evaluator
 from recipe_losses import make_offpolicy, make_optimizer
 from recipe_models import make_deterministic_models, make_sac_models
+from recipe_run import TrainingRun
 from recipe_schema import ConfigError, StsacConfig, offpolicy_learning_rates, offpolicy_warmup
 from torchrl_stac import plain_gradients
 

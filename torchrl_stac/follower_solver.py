@@ -25,6 +25,8 @@ _CHOICES = {
 
 
 LANCZOS_STEPS = 10  # Lanczos steps of the condition-number λ when eigenvalue_steps is not given
+SAFE_CONDITION_NUMBER = 100.0  # FollowerSolver.safe(): κ of its λ
+SAFE_CORRECTION_MAX_RATIO = 1.0  # FollowerSolver.safe(): ρ of its bound
 
 
 class FollowerSolver:
@@ -96,6 +98,17 @@ class FollowerSolver:
         self.eigenvalues: tuple[float, float] | None = None  # the latest (μ_min, μ_max)
         self._previous_solution: torch.Tensor | None = None
         self._lanczos_start: torch.Tensor | None = None
+
+    @classmethod
+    def safe(cls, **options: Any) -> FollowerSolver:
+        """The solver :class:`~torchrl_stac.ImplicitGradientHook` and
+        :class:`~torchrl_stac.StackelbergUpdate` use when given none: λ from the conditioning
+        (κ = 100, Lanczos every correction, no floor) and the correction bounded by the partial
+        gradient g (ρ = 1), so the leader's step never opposes its own gradient:
+        g·(g + c) ≥ ‖g‖(‖g‖ − ‖c‖) ≥ 0 (docs/math.md §4; measured in ``benchmarks/bench_dropin.py``).
+        ``options`` set any other argument, or override these two."""
+        defaults = {"condition_number": SAFE_CONDITION_NUMBER, "correction_max_ratio": SAFE_CORRECTION_MAX_RATIO}
+        return cls(**{**defaults, **options})
 
     def next_regularization(self) -> float:
         """λ for this update; advances the update counter (call once per update)."""

@@ -66,7 +66,8 @@ class ImplicitGradientHook:
             TorchRL leader, to a :class:`CriticLoss` on its critic and its value-target key.
         solver: λ or its schedule, the solve (CG or dense), iterations, tolerance, warm start,
             the Gauss-Newton curvature fallback and the non-finite policy
-            (:class:`~torchrl_stac.FollowerSolver`; default: λ = 0, CG, 10 iterations).
+            (:class:`~torchrl_stac.FollowerSolver`; default :meth:`FollowerSolver.safe`: λ from
+            the conditioning, κ = 100, and the correction at most the partial gradient's norm).
         hessian: ``"exact"`` (double backward) or ``"gauss_newton"`` (positive semi-definite).
         start_states: ``"all"`` (every visited state starts its remaining trajectory) or
             ``"initial"`` (only true episode starts; needs ``step_count`` or ``is_init``).
@@ -108,7 +109,7 @@ class ImplicitGradientHook:
         self.actor_params = self.leader.actor_params
         self.critic_params = [p for p in critic_loss.value_network.parameters() if p.requires_grad]
         self._check_players()
-        self.solver = solver or FollowerSolver()
+        self.solver = solver or FollowerSolver.safe()
         self.hessian, self.start_states, self.psi = hessian, start_states, psi
         self.done_key, self.traj_key, self.weight_key = done_key, traj_key, weight_key
         self.regularization_scale = regularization_scale

@@ -51,8 +51,9 @@ class StackelbergUpdate:
         leader: ``"actor"`` (θ leads; the critic best-responds) or ``"critic"`` (w leads; the
             actor's Hessian is inverted).
         solver: λ, the solve, its curvature fallback and non-finite policy, eigenvalues
-            (:class:`~torchrl_stac.FollowerSolver`). The Gauss-Newton fallback exists for the
-            critic follower only.
+            (:class:`~torchrl_stac.FollowerSolver`; default :meth:`FollowerSolver.safe`: λ from the
+            conditioning, κ = 100, and the correction at most the partial gradient's norm). The
+            Gauss-Newton fallback exists for the critic follower only.
         hessian: ``"exact"``, ``"gauss_newton"`` (critic follower only: (2/B) Σ_j J_jᵀJ_j) or
             ``"fisher"`` (actor follower of SAC only: the policy's Fisher information, the Hessian of
             the mean KL(π_θ̄ ‖ π_θ) at θ̄ = θ; positive semi-definite where ∇²_θ f_A is indefinite).
@@ -69,7 +70,7 @@ class StackelbergUpdate:
         hessian: Literal["exact", "gauss_newton", "fisher"] = "exact",
         correction_every: int = 1,
     ):
-        solver = solver or FollowerSolver()
+        solver = solver or FollowerSolver.safe()
         if leader not in ("actor", "critic"):
             raise ValueError(f"unknown leader {leader!r}: choose one of ('actor', 'critic').")
         if hessian not in ("exact", "gauss_newton", "fisher"):

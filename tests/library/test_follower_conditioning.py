@@ -164,7 +164,8 @@ def test_fisher_makes_the_critic_leader_correction_act_where_the_exact_hessian_i
     corrections = {}
     for hessian in ("exact", "fisher"):
         loss, td = tiny_sac(seed=3), batch(64, seed=3)
-        solver = FollowerSolver(condition_number=100.0, eigenvalue_steps=20) if hessian == "fisher" else None
+        fisher = hessian == "fisher"  # the exact Hessian with a bare λ = 0 solve
+        solver = FollowerSolver(condition_number=100.0, eigenvalue_steps=20) if fisher else FollowerSolver()
         update = StackelbergUpdate(loss, leader="critic", hessian=hessian, solver=solver)
         corrections[hessian] = update(td)
     actor_hessian = explicit_matrix_of_actor_loss()
@@ -192,3 +193,15 @@ def test_the_bound_acts_on_a_real_update_and_is_logged():
     out = update(td)
     assert out["correction_bounded"] == 1
     assert float(out["correction_ratio"]) == pytest.approx(1e-3, rel=1e-6)
+
+
+def test_an_update_given_no_solver_conditions_lambda_and_bounds_the_correction():
+    """``StackelbergUpdate(loss)`` uses ``FollowerSolver.safe()``: on a real batch λ lifts the
+    critic's Hessian to cond(H + λI) <= κ (so λ > −μ_min), and the correction is at most ρ = 1 times
+    the actor's partial gradient."""
+    loss, td = tiny_sac(), batch(32)
+    out = StackelbergUpdate(loss, leader="actor")(td)
+    mu_min, mu_max = float(out["hessian_eigenvalue_min"]), float(out["hessian_eigenvalue_max"])
+    lam = float(out["regularization"])
+    assert lam + mu_min > 0 and (mu_max + lam) / (mu_min + lam) == pytest.approx(100.0, rel=1e-4)
+    assert 0 < float(out["correction_ratio"]) <= 1.0 + 1e-6
