@@ -12,7 +12,8 @@ deterministic episode is run.
 
 Variants (the hook's solver): ``ac`` (no hook), ``lambda50`` (a fixed λ = 50, no bound: what a user
 picked before safe defaults existed), the two safeguards alone (``condition``: λ from κ = 100;
-``bound``: λ = 50 and ‖correction‖ <= ‖partial‖) and together (``condition_bound``), and ``default``
+``bound``: λ = 50 and ‖correction‖ <= ‖partial‖) and together (``condition_bound``; ``condition_bound05``
+with ρ = 0.5), and ``default``
 (no solver given: the hook's own, ``FollowerSolver.safe()``, today the same as ``condition_bound``).
 ``run`` writes one JSON per finished run under ``benchmarks/results/dropin/`` (a killed run starts
 again; each takes minutes); ``aggregate`` prints and writes the table (runs that reach the task's
@@ -51,6 +52,7 @@ VARIANTS: dict[str, Callable[[], FollowerSolver | None] | None] = {
     "condition": lambda: FollowerSolver(condition_number=100.0),
     "bound": lambda: FollowerSolver(50.0, correction_max_ratio=1.0),
     "condition_bound": lambda: FollowerSolver(condition_number=100.0, correction_max_ratio=1.0),
+    "condition_bound05": lambda: FollowerSolver(condition_number=100.0, correction_max_ratio=0.5),
 }
 
 
