@@ -12,9 +12,9 @@ deterministic episode is run.
 
 Variants (the hook's solver): ``ac`` (no hook), ``lambda50`` (a fixed λ = 50, no bound: what a user
 picked before safe defaults existed), the two safeguards alone (``condition``: λ from κ = 100;
-``bound``: λ = 50 and ‖correction‖ <= ‖partial‖) and together (``condition_bound``; ``condition_bound05``
-with ρ = 0.5), and ``default``
-(no solver given: the hook's own, ``FollowerSolver.safe()``, today the same as ``condition_bound``).
+``bound``: λ = 50 and ‖correction‖ <= ‖partial‖) and together (``condition_bound``; ρ = 0.5:
+``condition_bound05``), and ``default`` (no solver given: the hook's own, ``FollowerSolver.safe()``,
+today the same as ``condition_bound``).
 ``run`` writes one JSON per finished run under ``benchmarks/results/dropin/`` (a killed run starts
 again; each takes minutes); ``aggregate`` prints and writes the table (runs that reach the task's
 maximum and when, collapses after reaching it, the share of evaluations at it, the final return and AUC
