@@ -112,10 +112,18 @@ def make_deterministic_models(
 
 
 def make_sac_models(
-    env: EnvBase, cells: list[int], device: str, scale_lb: float = 1e-4
+    env: EnvBase,
+    cells: list[int],
+    device: str,
+    scale_lb: float = 1e-4,
+    scale_mapping: str = "biased_softplus_1.0",
 ) -> tuple[ProbabilisticActor, list[ValueOperator]]:
-    """TorchRL's SAC networks: a ReLU MLP TanhNormal actor (pre-tanh scale >= ``scale_lb``) and twin
-    Q critics on (observation, action)."""
+    """TorchRL's SAC networks: a ReLU MLP TanhNormal actor and twin Q critics on (observation, action).
+
+    The actor's pre-tanh scale is ``max(scale_mapping(raw), scale_lb)``; ``scale_mapping`` is a
+    ``tensordict.nn`` mapping name: TorchRL's ``"biased_softplus_1.0"`` (softplus(raw + b) + 0.01,
+    so never below 0.01) or ``"exp"`` (with a tiny ``scale_lb``, the exp(log-std) of SB3 and Tianshou).
+    """
     obs_dim = env.observation_spec["observation"].shape[-1]
     action_spec = env.action_spec_unbatched
     if isinstance(action_spec, OneHot | Categorical):
@@ -123,7 +131,7 @@ def make_sac_models(
     act_dim = action_spec.shape[-1]
     net = nn.Sequential(
         MLP(in_features=obs_dim, out_features=2 * act_dim, num_cells=list(cells), activation_class=nn.ReLU),
-        NormalParamExtractor(scale_lb=scale_lb),
+        NormalParamExtractor(scale_mapping=scale_mapping, scale_lb=scale_lb),
     )
     actor = ProbabilisticActor(
         TensorDictModule(net, ["observation"], ["loc", "scale"]),

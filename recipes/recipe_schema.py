@@ -148,6 +148,9 @@ class StsacConfig:
     alpha_init: float = _key(0.2, above=0.0)  # SAC's entropy temperature α
     fixed_alpha: bool = True  # keep α at alpha_init; false: learn α towards −(action dims) entropy
     scale_lb: float = _key(1e-4, above=0.0)  # the actor's smallest standard deviation (before tanh)
+    # the actor's standard deviation from its raw output: TorchRL's biased softplus (never below 0.01,
+    # whatever scale_lb), or exp (SB3's and Tianshou's exp(log-std); with scale_lb=2e-9, their floor)
+    scale_mapping: str = _key("biased_softplus_1.0", choices=("biased_softplus_1.0", "exp"))
     update_order: str = _key("joint", choices=("joint", "critic_first"))  # critic_first: algo=sac, SB3's order
     reference_loss: bool = False  # algo=sac: TorchRL's own SACLoss in this loop (a check of the base)
     exploration_noise: float = _key(0.1, low=0.0)  # TD3/DDPG: Gaussian action noise while collecting

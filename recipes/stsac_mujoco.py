@@ -70,7 +70,7 @@ def train(cfg: DictConfig, run_dir: Path | None) -> dict[str, Any]:
     base = cfg.algo.removeprefix("st")  # sac, td3 or ddpg
     eval_env = make_env(cfg.env, 1, cfg.device)
     if base == "sac":
-        actor, critics = make_sac_models(eval_env, cfg.num_cells, cfg.device, cfg.scale_lb)
+        actor, critics = make_sac_models(eval_env, cfg.num_cells, cfg.device, cfg.scale_lb, cfg.scale_mapping)
         policy = actor  # explores by sampling
     else:  # a deterministic actor; the collector's policy adds Gaussian noise
         critic_count = 2 if base == "td3" else 1

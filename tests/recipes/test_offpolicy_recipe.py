@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -203,6 +204,28 @@ def test_our_plain_sac_gradients_are_torchrl_sacloss_in_expectation():
     for mine, theirs, cosine in ((ours_actor, reference_actor, 0.99), (ours_critic, reference_critic, 0.9999)):
         assert torch.nn.functional.cosine_similarity(mine, theirs, 0) > cosine
         assert 0.94 < mine.norm() / theirs.norm() < 1.06
+
+
+def test_the_sac_actor_scale_mapping_is_torchrl_biased_softplus_or_exp():
+    """``scale_mapping``: the actor's pre-tanh standard deviation from the MLP's second half, by
+    TorchRL's biased softplus (softplus(x + b) + 0.01 with softplus(b) = 0.99: never below 0.01,
+    whatever ``scale_lb``) or by exp (SB3's and Tianshou's log-std), floored at ``scale_lb``."""
+    env = make_env("Hopper-v4", 1)
+    observation = 10.0 * torch.randn(256, 11, generator=torch.Generator().manual_seed(0))
+    bias = math.log(math.expm1(0.99))
+    scales = {}
+    for mapping, expected in (
+        ("biased_softplus_1.0", lambda raw: torch.nn.functional.softplus(raw + bias) + 0.01),
+        ("exp", torch.exp),
+    ):
+        torch.manual_seed(0)  # the same weights for both mappings
+        actor, _ = make_sac_models(env, [16], "cpu", scale_lb=0.05, scale_mapping=mapping)
+        with torch.no_grad():
+            raw = actor.module[0].module[0](observation)[..., 3:]  # the MLP's log-std half
+            scales[mapping] = actor(TensorDict({"observation": observation}, [256]))["scale"]
+        torch.testing.assert_close(scales[mapping], expected(raw).clamp_min(0.05))
+    assert (scales["exp"] == 0.05).any()  # the floor acts
+    assert not torch.allclose(scales["exp"], scales["biased_softplus_1.0"])
 
 
 def test_replay_rows_mark_falls_terminal_and_nothing_else(tmp_path):
