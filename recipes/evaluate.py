@@ -32,13 +32,8 @@ def saved_actor(state: dict[str, Any], env, device: str):
     run, recipe = state["config"], saved_recipe(state)
     if recipe == "stsac":
         if run["algo"].removeprefix("st") == "sac":
-            actor, _ = make_sac_models(
-                env,
-                run["num_cells"],
-                device,
-                run.get("scale_lb", 1e-4),
-                run.get("scale_mapping", "biased_softplus_1.0"),
-            )
+            scale = {key: run[key] for key in ("scale_lb", "scale_mapping") if key in run}  # older runs: defaults
+            actor, _ = make_sac_models(env, run["num_cells"], device, **scale)
         else:
             actor, _, _ = make_deterministic_models(env, run["num_cells"], device, 0.0, 0)
         prefix = "actor_network."  # the actor's weights inside the off-policy losses' state

@@ -221,7 +221,7 @@ def test_the_sac_actor_scale_mapping_is_torchrl_biased_softplus_or_exp():
         torch.manual_seed(0)  # the same weights for both mappings
         actor, _ = make_sac_models(env, [16], "cpu", scale_lb=0.05, scale_mapping=mapping)
         with torch.no_grad():
-            raw = actor.module[0].module[0](observation)[..., 3:]  # the MLP's log-std half
+            raw = actor.module[0].module[0](observation)[..., 3:]  # the MLP's second half: the raw scale
             scales[mapping] = actor(TensorDict({"observation": observation}, [256]))["scale"]
         torch.testing.assert_close(scales[mapping], expected(raw).clamp_min(0.05))
     assert (scales["exp"] == 0.05).any()  # the floor acts
