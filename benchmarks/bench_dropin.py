@@ -73,7 +73,8 @@ def dropin_loop(
     critic_steps: int = 5,
     eval_every: int = 5000,
 ) -> dict:
-    """One run of the drop-in loop: ``{"eval_curve": [[frames, return], ...], "correction_ratio": [...]}``."""
+    """One run of the drop-in loop: ``{"eval_curve": [[frames, return], ...], "correction_ratio": [...],
+    "solver": solver_settings(...)}``."""
     torch.manual_seed(seed)
     env, eval_env = make_env(env_id, seed), make_env(env_id, seed + 1000)
     actor, critic = make_models(env, [64, 64], "cpu")  # the paper-scale tanh MLPs, TanhNormal actor
@@ -109,7 +110,23 @@ def dropin_loop(
     collector.shutdown()
     env.close()
     eval_env.close()
-    return {"eval_curve": curve, "correction_ratio": ratios}
+    return {"eval_curve": curve, "correction_ratio": ratios, "solver": solver_settings(hook.solver if hook else None)}
+
+
+def solver_settings(solver: FollowerSolver | None) -> dict | None:
+    """What a result file records of its variant's solver (None: plain AC, no correction)."""
+    if solver is None:
+        return None
+    return {
+        "regularization_decay": "condition" if solver.condition_number is not None else "fixed",
+        "regularization": solver.regularization
+        if isinstance(solver.regularization, int | float)
+        else repr(solver.regularization),
+        "condition_number": solver.condition_number,
+        "eigenvalue_every": solver.eigenvalue_every,
+        "correction_max_ratio": solver.correction_max_ratio,
+        "cg_iterations": solver.cg_iterations,
+    }
 
 
 def result_path(variant: str, seed: int) -> Path:

@@ -43,5 +43,7 @@ def test_the_hooks_default_in_seeded_dropin_loops_never_lets_the_correction_outg
         assert len(ratios) == 5
         assert all(0 < ratio <= SAFE_CORRECTION_MAX_RATIO * (1 + 1e-5) for ratio in ratios), ratios
         assert all(math.isfinite(value) for _, value in record["eval_curve"])
+        assert record["solver"]["regularization_decay"] == "condition"
+        assert record["solver"]["correction_max_ratio"] == SAFE_CORRECTION_MAX_RATIO
     assert bench_dropin.dropin_loop("default", 0, **short) == runs[0]
     assert runs[0]["correction_ratio"] != runs[1]["correction_ratio"]
