@@ -29,7 +29,16 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from bench_report import replace_section
-from bench_stats import compare, curve_band, curves, improvement_line, plot_aggregates, summarize, verdict
+from bench_stats import (
+    MIN_SEEDS_FOR_VERDICT,
+    compare,
+    curve_band,
+    curves,
+    improvement_line,
+    plot_aggregates,
+    summarize,
+    verdict,
+)
 from bench_sweep import Result, collect, eval_curve, finished, launch, log_tail, settings, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +68,6 @@ CELLS = {
 }
 ALGOS = ("stac", "ac")
 CRITIC_STEPS = (1, 80)
-MIN_SEEDS_FOR_VERDICT = 3  # fewer seeds give degenerate bootstrap intervals
 
 
 def result_path(cell: str, algo: str, k: int, seed: int) -> Path:

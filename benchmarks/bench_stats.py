@@ -20,6 +20,7 @@ from rliable import metrics
 
 SEED = 0
 REPS = 5000  # bootstrap resamples (rliable suggests ≥ 2000)
+MIN_SEEDS_FOR_VERDICT = 3  # fewer seeds give degenerate bootstrap intervals
 METRICS = {"mean": metrics.aggregate_mean, "iqm": metrics.aggregate_iqm}
 
 
@@ -200,7 +201,7 @@ def _interval(ci: tuple[float, float]) -> str:
 def pair_verdicts(summary: dict[str, dict], baseline: str, challenger: str, names: tuple[str, str]) -> list[str]:
     """For every task: each group whose label starts with ``challenger`` against the group ``baseline``
     (final return and AUC: outcome, difference, probability of improvement); ``names`` = (challenger's,
-    baseline's) display names. Fewer than 3 seeds a side: no verdict."""
+    baseline's) display names. Fewer than ``MIN_SEEDS_FOR_VERDICT`` seeds a side: no verdict."""
     lines = []
     for key, group in summary.items():
         task, label = key.split("/", 1)
@@ -208,8 +209,8 @@ def pair_verdicts(summary: dict[str, dict], baseline: str, challenger: str, name
         if not label.startswith(challenger) or plain is None:
             continue
         title = f"**{task}, {label} vs {names[1]}**"
-        if min(group["seeds"], plain["seeds"]) < 3:
-            lines.append(f"- {title}: fewer than 3 seeds a side, no verdict yet")
+        if min(group["seeds"], plain["seeds"]) < MIN_SEEDS_FOR_VERDICT:
+            lines.append(f"- {title}: fewer than {MIN_SEEDS_FOR_VERDICT} seeds a side, no verdict yet")
             continue
         lines.append(
             f"- {title} ({group['seeds']} vs {plain['seeds']} seeds): final return "

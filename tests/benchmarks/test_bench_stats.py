@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+import bench_readme
 import bench_sample_efficiency as se
 import bench_stats
 
@@ -208,3 +209,26 @@ def test_offpolicy_verdicts_compare_each_stackelberg_group_with_the_base_of_its_
     assert lines[0].startswith("- **Hopper-v4, stsac_actor vs SAC** (3 vs 3 seeds): final return STSAC wins: +100.0")
     assert lines[1].startswith("- **Hopper-v4, stsac_actor_prefix vs SAC (prefix)** (3 vs 3 seeds)")
     assert "+600.0 (1001.0 vs 401.0)" in lines[1]  # against sac_prefix, never against the new sac
+
+
+def test_readme_table_gives_no_verdict_below_the_seed_floor(tmp_path, monkeypatch):
+    """One seed far above the base is not a win: its bootstrap interval is a point."""
+    files = {
+        "bench_update.json": {"stac_over_ac": {"stac": 1.0}},
+        "ppo_overhead.json": {"median_ratio": 1.0},
+        "bench_offpolicy_update.json": {"ratio_default": 1.5},
+        "sample_efficiency_summary.json": {},
+        "ppo_summary.json": {},
+        "offpolicy_summary.json": {
+            "Hopper-v4/sac": bench_stats.summarize(records([10.0, 11.0, 12.0, 13.0, 14.0])),
+            "Hopper-v4/stsac_actor": bench_stats.summarize(records([100.0])),
+            "HalfCheetah-v4/sac": bench_stats.summarize(records([10.0, 11.0, 12.0])),
+            "HalfCheetah-v4/stsac_actor": bench_stats.summarize(records([100.0, 101.0, 102.0])),
+        },
+    }
+    for name, content in files.items():
+        (tmp_path / name).write_text(json.dumps(content))
+    monkeypatch.setattr(bench_readme, "RESULTS", tmp_path)
+    rows = {row.split(" | ")[1]: row for row in bench_readme.table()[2:]}
+    assert rows["Hopper-v4"].endswith("| 1 vs 5 | SAC 12 | 100 | 1.50× | no verdict yet |")
+    assert rows["HalfCheetah-v4"].endswith("| win / win |")
