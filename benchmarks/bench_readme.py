@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from bench_report import replace_section
-from bench_stats import MIN_SEEDS_FOR_VERDICT, compare
+from bench_stats import MIN_SEEDS_FOR_VERDICT, compare, enough_seeds
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -67,7 +67,7 @@ def table() -> list[str]:
             continue
         base, stackelberg = summary[base_key], summary[stackelberg_key]
         seeds = f"{stackelberg['seeds']} vs {base['seeds']}"
-        if min(stackelberg["seeds"], base["seeds"]) < MIN_SEEDS_FOR_VERDICT:
+        if not enough_seeds(stackelberg, base):
             verdict = "no verdict yet"
         else:
             verdict = " / ".join(compare(stackelberg, base, score) for score in ("final", "auc"))

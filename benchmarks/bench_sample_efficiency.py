@@ -34,6 +34,7 @@ from bench_stats import (
     compare,
     curve_band,
     curves,
+    enough_seeds,
     improvement_line,
     plot_aggregates,
     summarize,
@@ -328,7 +329,7 @@ def write_report(summary: dict, groups: dict, path: Path) -> None:
     for cell in CELLS:
         for k in CRITIC_STEPS:
             stac, ac = summary.get(f"{cell}/stac/k{k}"), summary.get(f"{cell}/ac/k{k}")
-            if stac and ac and min(stac["seeds"], ac["seeds"]) < MIN_SEEDS_FOR_VERDICT:
+            if stac and ac and not enough_seeds(stac, ac):
                 verdicts.append(
                     f"- **{cell}, k = {k}** ({stac['seeds']} vs {ac['seeds']} seeds): too few seeds for a verdict "
                     f"(needs {MIN_SEEDS_FOR_VERDICT} each)"
@@ -347,7 +348,7 @@ def write_report(summary: dict, groups: dict, path: Path) -> None:
         for base in ALGOS:  # a tagged variant against STAC's and AC's defaults at the same k
             mine, theirs = summary[f"{cell}/{algo}/k{k}"], summary.get(f"{cell}/{base}/k{k}")
             label = f"- **{cell}, k = {k}, {algo} vs {base}**"
-            if theirs is None or min(mine["seeds"], theirs["seeds"]) < MIN_SEEDS_FOR_VERDICT:
+            if theirs is None or not enough_seeds(mine, theirs):
                 verdicts.append(f"{label}: too few seeds for a verdict (needs {MIN_SEEDS_FOR_VERDICT} each)")
             else:
                 final = verdict(mine, theirs, name=algo)

@@ -198,6 +198,11 @@ def _interval(ci: tuple[float, float]) -> str:
     return f"[{ci[0]:.1f}, {ci[1]:.1f}]"
 
 
+def enough_seeds(*groups: dict) -> bool:
+    """Whether every summary in ``groups`` has at least ``MIN_SEEDS_FOR_VERDICT`` seeds, enough for a verdict."""
+    return min(group["seeds"] for group in groups) >= MIN_SEEDS_FOR_VERDICT
+
+
 def pair_verdicts(summary: dict[str, dict], baseline: str, challenger: str, names: tuple[str, str]) -> list[str]:
     """For every task: each group whose label starts with ``challenger`` against the group ``baseline``
     (final return and AUC: outcome, difference, probability of improvement); ``names`` = (challenger's,
@@ -209,7 +214,7 @@ def pair_verdicts(summary: dict[str, dict], baseline: str, challenger: str, name
         if not label.startswith(challenger) or plain is None:
             continue
         title = f"**{task}, {label} vs {names[1]}**"
-        if min(group["seeds"], plain["seeds"]) < MIN_SEEDS_FOR_VERDICT:
+        if not enough_seeds(group, plain):
             lines.append(f"- {title}: fewer than {MIN_SEEDS_FOR_VERDICT} seeds a side, no verdict yet")
             continue
         lines.append(
