@@ -276,7 +276,7 @@ def claim_lines(summary: dict) -> list[str]:
     """The paper's three claims about Figure 1, checked cell by cell on final return and on AUC."""
 
     def ready(*keys: str) -> bool:
-        return all(summary.get(key, {}).get("seeds", 0) >= MIN_SEEDS_FOR_VERDICT for key in keys)
+        return all(key in summary for key in keys) and enough_seeds(*(summary[key] for key in keys))
 
     def outcomes(pairs: list[tuple[str, str, str]], metric: str) -> str:
         return tally([(label, compare(summary[a], summary[b], metric)) for label, a, b in pairs if ready(a, b)])
