@@ -57,10 +57,11 @@ DEFAULT_NAME = (
     f"ST default (leader {DEFAULT['leader']}, CG {DEFAULT['cg_iterations']}, every {DEFAULT['correction_every']}, "
     f"{DEFAULT['hessian']}{' + GN fallback' if DEFAULT['curvature_fallback'] else ''})"
 )
+CRITIC_LEADS_NAME = "ST leader critic (exact, no fallback)"  # the recipe's default with leader=critic
 VARIANTS = {  # one change at a time from the recipe's default
     "SAC (plain)": None,
     DEFAULT_NAME: {},
-    "ST leader critic (exact, no fallback)": {"leader": "critic", "curvature_fallback": None},
+    CRITIC_LEADS_NAME: {"leader": "critic", "curvature_fallback": None},
     "ST every update": {"correction_every": 1},
     "ST every update, CG 10 (the first default)": {"correction_every": 1, "cg_iterations": 10},
     "ST every 2 updates": {"correction_every": 2},

@@ -13,8 +13,10 @@ only one that writes ``README.md``.
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
+from bench_offpolicy_update import CRITIC_LEADS_NAME
 from bench_report import replace_section
 from bench_stats import MIN_SEEDS_FOR_VERDICT, compare, enough_seeds
 
@@ -36,22 +38,26 @@ ROWS = [
             env,
             f"{env}/sac{tag}",
             f"{env}/stsac_{leader}{tag}",
-            "sac",
+            f"sac_{leader}",
         )
         for tag, note in (("", ""), ("_prefix", "; earlier SAC defaults"))
         for env in ("Hopper-v4", "HalfCheetah-v4")
         for leader in ("actor", "critic")
     ),
 ]
-BASE_NAMES = {"pg": "AC", "ppo": "PPO", "sac": "SAC"}
+BASE_NAMES = {"pg": "AC", "ppo": "PPO", "sac_actor": "SAC", "sac_critic": "SAC"}
 
 
 def costs() -> dict[str, str]:
-    """Stackelberg ÷ base time per update (per iteration for the paper's loop, per run for PPO)."""
+    """Stackelberg ÷ base time per update (per iteration for the paper's loop, per run for PPO), per
+    cost key of ``ROWS``; SAC's per leader, each at the recipe's defaults."""
     pg = json.loads((RESULTS / "bench_update.json").read_text())["stac_over_ac"]["stac"]
     ppo = json.loads((RESULTS / "ppo_overhead.json").read_text())["median_ratio"]
-    sac = json.loads((RESULTS / "bench_offpolicy_update.json").read_text())["ratio_default"]
-    return {"pg": f"{pg:.2f}×", "ppo": f"{ppo:.2f}×", "sac": f"{sac:.2f}×"}
+    offpolicy = json.loads((RESULTS / "bench_offpolicy_update.json").read_text())
+    seconds = {name: statistics.median(values) for name, values in offpolicy["seconds_per_update"].items()}
+    sac_critic = seconds[CRITIC_LEADS_NAME] / seconds["SAC (plain)"]
+    ratios = {"pg": pg, "ppo": ppo, "sac_actor": offpolicy["ratio_default"], "sac_critic": sac_critic}
+    return {key: f"{ratio:.2f}×" for key, ratio in ratios.items()}
 
 
 def table() -> list[str]:
@@ -61,7 +67,7 @@ def table() -> list[str]:
         "| verdict (final / AUC) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for recipe, summary_name, env, base_key, stackelberg_key, family in ROWS:
+    for recipe, summary_name, env, base_key, stackelberg_key, cost_key in ROWS:
         summary = json.loads((RESULTS / f"{summary_name}_summary.json").read_text())
         if base_key not in summary or stackelberg_key not in summary:
             continue
@@ -72,8 +78,8 @@ def table() -> list[str]:
         else:
             verdict = " / ".join(compare(stackelberg, base, score) for score in ("final", "auc"))
         rows.append(
-            f"| {recipe} | {env} | {stackelberg['frames'] // 1000}k | {seeds} | {BASE_NAMES[family]} "
-            f"{base['final_mean']:.0f} | {stackelberg['final_mean']:.0f} | {cost[family]} | {verdict} |"
+            f"| {recipe} | {env} | {stackelberg['frames'] // 1000}k | {seeds} | {BASE_NAMES[cost_key]} "
+            f"{base['final_mean']:.0f} | {stackelberg['final_mean']:.0f} | {cost[cost_key]} | {verdict} |"
         )
     return rows
 

@@ -212,11 +212,15 @@ def test_offpolicy_verdicts_compare_each_stackelberg_group_with_the_base_of_its_
 
 
 def test_readme_table_gives_no_verdict_below_the_seed_floor(tmp_path, monkeypatch):
-    """One seed far above the base is not a win: its bootstrap interval is a point."""
+    """One seed far above the base is not a win: its bootstrap interval is a point. Each leader's row
+    gets its own leader's cost (the critic's: the median of its timings over plain SAC's)."""
     files = {
         "bench_update.json": {"stac_over_ac": {"stac": 1.0}},
         "ppo_overhead.json": {"median_ratio": 1.0},
-        "bench_offpolicy_update.json": {"ratio_default": 1.5},
+        "bench_offpolicy_update.json": {
+            "ratio_default": 1.5,
+            "seconds_per_update": {"SAC (plain)": [2.0, 2.0, 3.0], bench_readme.CRITIC_LEADS_NAME: [2.0, 2.5, 9.0]},
+        },
         "sample_efficiency_summary.json": {},
         "ppo_summary.json": {},
         "offpolicy_summary.json": {
@@ -224,11 +228,16 @@ def test_readme_table_gives_no_verdict_below_the_seed_floor(tmp_path, monkeypatc
             "Hopper-v4/stsac_actor": bench_stats.summarize(records([100.0])),
             "HalfCheetah-v4/sac": bench_stats.summarize(records([10.0, 11.0, 12.0])),
             "HalfCheetah-v4/stsac_actor": bench_stats.summarize(records([100.0, 101.0, 102.0])),
+            "HalfCheetah-v4/stsac_critic": bench_stats.summarize(records([11.0, 12.0, 13.0])),
         },
     }
     for name, content in files.items():
         (tmp_path / name).write_text(json.dumps(content))
     monkeypatch.setattr(bench_readme, "RESULTS", tmp_path)
-    rows = {row.split(" | ")[1]: row for row in bench_readme.table()[2:]}
-    assert rows["Hopper-v4"].endswith("| 1 vs 5 | SAC 12 | 100 | 1.50× | no verdict yet |")
-    assert rows["HalfCheetah-v4"].endswith("| win / win |")
+    rows = {tuple(row.split(" | ")[:2]): row for row in bench_readme.table()[2:]}
+    assert rows[("| `stsac_mujoco.py` (actor leads)", "Hopper-v4")].endswith(
+        "| 1 vs 5 | SAC 12 | 100 | 1.50× | no verdict yet |"
+    )
+    assert rows[("| `stsac_mujoco.py` (actor leads)", "HalfCheetah-v4")].endswith("| 1.50× | win / win |")
+    assert rows[("| `stsac_mujoco.py` (critic leads)", "HalfCheetah-v4")].endswith("| 1.25× | tie / tie |")
+    assert len(rows) == 3
