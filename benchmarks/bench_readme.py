@@ -16,7 +16,7 @@ import json
 import statistics
 from pathlib import Path
 
-from bench_offpolicy_update import CRITIC_LEADS_NAME
+from bench_offpolicy_update import CRITIC_LEADS_NAME, PLAIN
 from bench_report import replace_section
 from bench_stats import MIN_SEEDS_FOR_VERDICT, compare, enough_seeds
 
@@ -55,7 +55,7 @@ def costs() -> dict[str, str]:
     ppo = json.loads((RESULTS / "ppo_overhead.json").read_text())["median_ratio"]
     offpolicy = json.loads((RESULTS / "bench_offpolicy_update.json").read_text())
     seconds = {name: statistics.median(values) for name, values in offpolicy["seconds_per_update"].items()}
-    sac_critic = seconds[CRITIC_LEADS_NAME] / seconds["SAC (plain)"]
+    sac_critic = seconds[CRITIC_LEADS_NAME] / seconds[PLAIN["sac"]]
     ratios = {"pg": pg, "ppo": ppo, "sac_actor": offpolicy["ratio_default"], "sac_critic": sac_critic}
     return {key: f"{ratio:.2f}×" for key, ratio in ratios.items()}
 
