@@ -58,6 +58,7 @@ DEFAULT_NAME = (
     f"{DEFAULT['hessian']}{' + GN fallback' if DEFAULT['curvature_fallback'] else ''})"
 )
 CRITIC_LEADS_NAME = "ST leader critic (exact, no fallback)"  # the recipe's default with leader=critic
+TD3_DEFAULT_NAME = "ST TD3 (recipe default, actor leads)"  # the recipe's algo=sttd3
 VARIANTS = {  # one change at a time from the recipe's default
     "SAC (plain)": None,
     DEFAULT_NAME: {},
@@ -81,7 +82,7 @@ VARIANTS = {  # one change at a time from the recipe's default
     },
     "ST bound ρ = 1": {"correction_max_ratio": 1.0},
     "TD3 (plain)": {"base": "td3", "plain": True},
-    "ST TD3 (recipe default, actor leads)": {"base": "td3"},
+    TD3_DEFAULT_NAME: {"base": "td3"},
     "DDPG (plain)": {"base": "ddpg", "plain": True},
     "ST DDPG (recipe default, actor leads)": {"base": "ddpg"},
 }

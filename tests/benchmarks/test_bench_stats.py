@@ -213,13 +213,19 @@ def test_offpolicy_verdicts_compare_each_stackelberg_group_with_the_base_of_its_
 
 def test_readme_table_gives_no_verdict_below_the_seed_floor(tmp_path, monkeypatch):
     """One seed far above the base is not a win: its bootstrap interval is a point. Each leader's row
-    gets its own leader's cost (the critic's: the median of its timings over plain SAC's)."""
+    gets its own leader's cost (the critic's: the median of its timings over plain SAC's), and the TD3
+    row its twin's over plain TD3's."""
     files = {
         "bench_update.json": {"stac_over_ac": {"stac": 1.0}},
         "ppo_overhead.json": {"median_ratio": 1.0},
         "bench_offpolicy_update.json": {
             "ratio_default": 1.5,
-            "seconds_per_update": {"SAC (plain)": [2.0, 2.0, 3.0], bench_readme.CRITIC_LEADS_NAME: [2.0, 2.5, 9.0]},
+            "seconds_per_update": {
+                "SAC (plain)": [2.0, 2.0, 3.0],
+                bench_readme.CRITIC_LEADS_NAME: [2.0, 2.5, 9.0],
+                "TD3 (plain)": [1.0, 4.0, 4.0],
+                bench_readme.TD3_DEFAULT_NAME: [1.0, 7.0, 8.0],
+            },
         },
         "sample_efficiency_summary.json": {},
         "ppo_summary.json": {},
@@ -229,6 +235,8 @@ def test_readme_table_gives_no_verdict_below_the_seed_floor(tmp_path, monkeypatc
             "HalfCheetah-v4/sac": bench_stats.summarize(records([10.0, 11.0, 12.0])),
             "HalfCheetah-v4/stsac_actor": bench_stats.summarize(records([100.0, 101.0, 102.0])),
             "HalfCheetah-v4/stsac_critic": bench_stats.summarize(records([11.0, 12.0, 13.0])),
+            "HalfCheetah-v4/td3": bench_stats.summarize(records([20.0, 21.0, 22.0])),
+            "HalfCheetah-v4/sttd3_actor": bench_stats.summarize(records([1.0, 2.0, 3.0])),
         },
     }
     for name, content in files.items():
@@ -240,4 +248,7 @@ def test_readme_table_gives_no_verdict_below_the_seed_floor(tmp_path, monkeypatc
     )
     assert rows[("| `stsac_mujoco.py` (actor leads)", "HalfCheetah-v4")].endswith("| 1.50× | win / win |")
     assert rows[("| `stsac_mujoco.py` (critic leads)", "HalfCheetah-v4")].endswith("| 1.25× | tie / tie |")
-    assert len(rows) == 3
+    assert rows[("| `stsac_mujoco.py` (algo=sttd3, actor leads)", "HalfCheetah-v4")].endswith(
+        "| 3 vs 3 | TD3 21 | 2 | 1.75× | loss / loss |"
+    )
+    assert len(rows) == 4
