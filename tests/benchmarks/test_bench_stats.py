@@ -221,9 +221,9 @@ def test_readme_table_gives_no_verdict_below_the_seed_floor(tmp_path, monkeypatc
         "bench_offpolicy_update.json": {
             "ratio_default": 1.5,
             "seconds_per_update": {
-                "SAC (plain)": [2.0, 2.0, 3.0],
+                bench_readme.PLAIN["sac"]: [2.0, 2.0, 3.0],
                 bench_readme.CRITIC_LEADS_NAME: [2.0, 2.5, 9.0],
-                "TD3 (plain)": [1.0, 4.0, 4.0],
+                bench_readme.PLAIN["td3"]: [1.0, 4.0, 4.0],
                 bench_readme.TD3_DEFAULT_NAME: [1.0, 7.0, 8.0],
             },
         },
