@@ -295,6 +295,40 @@ def same_tag_verdicts(groups: dict[str, list[dict]], summary: dict[str, dict]) -
     return lines
 
 
+# the keys only the Stackelberg correction reads (the follower solve and how often it runs)
+SOLVE_KEYS = frozenset(
+    {
+        "regularization", "regularization_decay", "regularization_half_life", "regularization_floor",
+        "condition_number", "eigenvalue_every", "correction_max_ratio", "cg_iterations", "hessian",
+        "curvature_fallback", "eigenvalue_steps", "correction_every",
+    }
+)  # fmt: skip
+
+
+def solve_try_verdicts(groups: dict[str, list[dict]], summary: dict[str, dict]) -> list[str]:
+    """The verdict lines of each tagged Stackelberg group whose runs differ from a fresh untagged run of
+    their variant only in ``SOLVE_KEYS`` (e.g. ``stsac_critic_fishercond``: ``hessian=fisher
+    regularization_decay=condition``), against the untagged base: it trained that same base."""
+    from omegaconf import OmegaConf
+
+    lines = []
+    for key, records in sorted(groups.items()):
+        env = key.split("/")[0]
+        variant, tag = records[0].get("variant"), records[0]["tag"]
+        if not tag or variant not in VARIANTS or not variant.startswith("st") or "config" not in records[0]:
+            continue
+        fresh = effective_config({"env": env, **VARIANTS[variant], "total_frames": TOTAL_FRAMES})
+        for record in records:
+            ran = effective_config(OmegaConf.create(record["config"]))
+            if any(ran.get(k) != fresh.get(k) for k in (ran.keys() | fresh.keys()) - SOLVE_KEYS):
+                break
+        else:
+            base, twin, names = next(pair for pair in PAIRS if variant.startswith(pair[1]))
+            both = {k: summary[k] for k in (key, f"{env}/{base}") if k in summary}
+            lines += pair_verdicts(both, base, twin, names)
+    return lines
+
+
 def command_aggregate(args) -> None:
     groups = load_groups()
     if not groups:
@@ -302,7 +336,8 @@ def command_aggregate(args) -> None:
     summary = {key: summarize(records) for key, records in sorted(groups.items())}
     rows = table_rows(summary)
     print("\n".join(rows))
-    verdicts = same_tag_verdicts(groups, summary) or ["- no Stackelberg/base pair with results yet"]
+    verdicts = same_tag_verdicts(groups, summary) + solve_try_verdicts(groups, summary)
+    verdicts = verdicts or ["- no Stackelberg/base pair with results yet"]
     progress = matrix_progress()
     out = ROOT / "benchmarks" / "results"
     (out / "offpolicy_summary.json").write_text(json.dumps(summary, indent=1))
@@ -324,7 +359,9 @@ def command_aggregate(args) -> None:
         "Statistics with rliable (`benchmarks/bench_stats.py`). Groups tagged `prefix` ran on the recipe's",
         "earlier defaults (TorchRL's SAC settings: Adam 3e-4, α learnt from 1.0, 1000-step blocks;",
         "`sb3_sac_recipe_schedule_prefix`: SB3's SAC on that schedule); other tagged groups are tries outside",
-        "the matrix, the defaults of their time plus these overrides:",
+        "the matrix, the defaults of their time plus these overrides. A tagged Stackelberg group that differs",
+        "from today's defaults only in the follower solve (λ, its decay, κ, the bound, the curvature) trained",
+        "today's base, and is also judged against the untagged base:",
         "",
         *(tagged_variants(groups) or ["- none"]),
         "",

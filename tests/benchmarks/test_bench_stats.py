@@ -211,6 +211,42 @@ def test_offpolicy_verdicts_compare_each_stackelberg_group_with_the_base_of_its_
     assert "+600.0 (1001.0 vs 401.0)" in lines[1]  # against sac_prefix, never against the new sac
 
 
+def test_a_tagged_stackelberg_try_is_judged_against_the_untagged_base_only_if_it_changed_the_solve_alone():
+    """``stsac_critic_fishercond`` (Fisher curvature, condition-λ) trained today's base, so it meets
+    ``sac``; a try that also changed the learning rate, or ran on other defaults, does not."""
+    from omegaconf import OmegaConf
+
+    import bench_offpolicy
+    from bench_stats import summarize
+    from recipe_schema import StsacConfig
+
+    def runs(variant: str, tag: str, level: float, **config) -> list[dict]:
+        algo, leader = bench_offpolicy.VARIANTS[variant].values()
+        base = {"env": "Hopper-v4", "algo": algo, "leader": leader, "total_frames": 100_000, "seed": 0}
+        yaml = OmegaConf.to_yaml(OmegaConf.merge(OmegaConf.structured(StsacConfig), {**base, **config}))
+        curves = [[[50_000, level / 2 + seed], [100_000, level + seed]] for seed in range(3)]
+        run = {"variant": variant, "tag": tag, "config": yaml}
+        return [{**run, "seed": seed, "eval_curve": curve} for seed, curve in enumerate(curves)]
+
+    groups = {
+        "Hopper-v4/sac": runs("sac", "", 2000.0),
+        "Hopper-v4/stsac_critic_fishercond": runs(
+            "stsac_critic", "fishercond", 1000.0, hessian="fisher", regularization_decay="condition"
+        ),
+        "Hopper-v4/stsac_actor_cond_lr": runs(
+            "stsac_actor", "cond_lr", 3000.0, regularization_decay="condition", actor_lr=3e-4
+        ),
+        "Hopper-v4/sac_cond": runs("sac", "cond", 3000.0, regularization_decay="condition"),  # not a Stackelberg group
+    }
+    summary = {key: summarize(records) for key, records in groups.items()}
+    lines = bench_offpolicy.solve_try_verdicts(groups, summary)
+    assert len(lines) == 1
+    assert lines[0].startswith(
+        "- **Hopper-v4, stsac_critic_fishercond vs SAC** (3 vs 3 seeds): final return STSAC loses"
+    )
+    assert "-1000.0 (1001.0 vs 2001.0)" in lines[0]
+
+
 def test_readme_table_gives_no_verdict_below_the_seed_floor(tmp_path, monkeypatch):
     """One seed far above the base is not a win: its bootstrap interval is a point. Each leader's row
     gets its own leader's cost (the critic's: the median of its timings over plain SAC's), and the TD3
