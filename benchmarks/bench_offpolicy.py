@@ -66,6 +66,7 @@ DIAGNOSTICS = (
     "solver_iterations",
     "hessian_eigenvalue_min",  # extreme Ritz values of the follower's Hessian (only with eigenvalue_steps > 0)
     "hessian_eigenvalue_max",
+    "regularization",  # λ of the solve (changes with regularization_decay=exp or condition)
 )
 
 
@@ -396,8 +397,8 @@ def diagnostics_table(groups: dict[str, list[dict]]) -> list[str]:
     rows = [
         "| run group | seeds | frames | median correction ratio | median cosine(partial, total) "
         "| corrections meeting non-positive curvature | corrections re-solved with Gauss-Newton | mean CG iterations "
-        "| median follower-Hessian eigenvalue, min / max |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| median follower-Hessian eigenvalue, min / max | median λ |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for key, records in sorted(groups.items()):
         series = [r["diagnostics"] for r in records if r.get("diagnostics", {}).get("correction_ratio")]
@@ -414,6 +415,7 @@ def diagnostics_table(groups: dict[str, list[dict]]) -> list[str]:
                 f"{np.mean(pooled['gauss_newton_fallback']):.2f}" if pooled["gauss_newton_fallback"] else "not logged",
                 f"{np.mean(pooled['solver_iterations']):.2f}",
                 f"{np.median(low):.3g} / {np.median(high):.3g}" if low else "not logged",
+                f"{np.median(pooled['regularization']):.3g}" if pooled["regularization"] else "not logged",
             ]
             rows.append(f"| {key} | {len(series)} | {label} | " + " | ".join(cells) + " |")
     return rows if len(rows) > 2 else []

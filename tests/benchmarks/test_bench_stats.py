@@ -149,9 +149,10 @@ def test_offpolicy_diagnostics_table_pools_seeds_and_splits_at_half_the_frames()
             "nonpositive_curvature": list(zip(frames, flags, strict=True)),
             "solver_iterations": [(f, 3.0) for f in frames],
         }
-        if eigenvalues:  # a run with eigenvalue_steps > 0: min = -ratio, max = 10 x ratio
+        if eigenvalues:  # a run with condition-λ: min = -ratio, max = 10 x ratio, λ = ratio / 10
             diagnostics["hessian_eigenvalue_min"] = [(f, -r) for f, r in zip(frames, ratios, strict=True)]
             diagnostics["hessian_eigenvalue_max"] = [(f, 10 * r) for f, r in zip(frames, ratios, strict=True)]
+            diagnostics["regularization"] = [(f, r / 10) for f, r in zip(frames, ratios, strict=True)]
         return {"diagnostics": diagnostics}
 
     groups = {
@@ -164,10 +165,10 @@ def test_offpolicy_diagnostics_table_pools_seeds_and_splits_at_half_the_frames()
     cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows[2:]]
     # all: median of 1..8 = 4.5, share of flags 5/8; second half (frames > 2000): median of 3,4,7,8 = 5.5, 4/4
     eig = "Hopper-v4/stsac_actor_eig"
-    assert cells[0] == [eig, "1", "all", "2.5", "0.500", "0.00", "not logged", "3.00", "-2.5 / 25"]
-    assert cells[1][2:4] == ["second half", "3.5"] and cells[1][-1] == "-3.5 / 35"
+    assert cells[0] == [eig, "1", "all", "2.5", "0.500", "0.00", "not logged", "3.00", "-2.5 / 25", "0.25"]
+    assert cells[1][2:4] == ["second half", "3.5"] and cells[1][-2:] == ["-3.5 / 35", "0.35"]
     critic = "Hopper-v4/stsac_critic"
-    assert cells[2] == [critic, "2", "all", "4.5", "0.500", "0.62", "not logged", "3.00", "not logged"]
+    assert cells[2] == [critic, "2", "all", "4.5", "0.500", "0.62", "not logged", "3.00", "not logged", "not logged"]
     assert cells[3][:4] == ["Hopper-v4/stsac_critic", "2", "second half", "5.5"] and cells[3][5] == "1.00"
 
 
