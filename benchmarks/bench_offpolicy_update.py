@@ -59,6 +59,8 @@ DEFAULT_NAME = (
 )
 CRITIC_LEADS_NAME = "ST leader critic (exact, no fallback)"  # the recipe's default with leader=critic
 TD3_DEFAULT_NAME = "ST TD3 (recipe default, actor leads)"  # the recipe's algo=sttd3
+ACTOR_CONDITION_NAME = "ST condition-λ κ=100 (Lanczos 10, every 10 corrections)"  # regularization_decay=condition
+CRITIC_FISHER_NAME = "ST leader critic, Fisher + condition-λ κ=100"  # leader=critic hessian=fisher, condition-λ
 VARIANTS = {  # one change at a time from the recipe's default
     "SAC (plain)": None,
     DEFAULT_NAME: {},
@@ -71,9 +73,9 @@ VARIANTS = {  # one change at a time from the recipe's default
     "ST CG 10": {"cg_iterations": 10},
     "ST no warm start": {"warm_start": False},
     "ST Gauss-Newton": {"hessian": "gauss_newton", "curvature_fallback": None},
-    "ST condition-λ κ=100 (Lanczos 10, every 10 corrections)": {"condition_number": 100.0, "eigenvalue_every": 10},
+    ACTOR_CONDITION_NAME: {"condition_number": 100.0, "eigenvalue_every": 10},
     "ST condition-λ κ=100 (Lanczos 10, every correction)": {"condition_number": 100.0, "eigenvalue_every": 1},
-    "ST leader critic, Fisher + condition-λ κ=100": {
+    CRITIC_FISHER_NAME: {
         "leader": "critic",
         "curvature_fallback": None,
         "hessian": "fisher",

@@ -16,7 +16,13 @@ import json
 import statistics
 from pathlib import Path
 
-from bench_offpolicy_update import CRITIC_LEADS_NAME, PLAIN, TD3_DEFAULT_NAME
+from bench_offpolicy_update import (
+    ACTOR_CONDITION_NAME,
+    CRITIC_FISHER_NAME,
+    CRITIC_LEADS_NAME,
+    PLAIN,
+    TD3_DEFAULT_NAME,
+)
 from bench_report import replace_section
 from bench_stats import MIN_SEEDS_FOR_VERDICT, compare, enough_seeds
 
@@ -52,25 +58,64 @@ ROWS = [
         "HalfCheetah-v4/sttd3_actor",
         "td3",
     ),
+    # λ from the conditioning (issue 24), against the same bases; rows appear once their runs exist
+    *(
+        (
+            "`stac_mujoco.py` (condition-λ κ = 10)",
+            "sample_efficiency",
+            env,
+            f"{cell}/ac/k80",
+            f"{cell}/stac_cond10/k80",
+            "pg_condition",
+        )
+        for cell, env in (("reacher", "Reacher-v4"), ("hopper", "Hopper-v4"), ("walker", "Walker2d-v4"))
+    ),
+    *(
+        (
+            "`stppo_mujoco.py` (condition-λ κ = 10, bound ρ = 1)",
+            "ppo",
+            env,
+            f"{env}/ac",
+            f"{env}/stac_cond10b1",
+            "ppo_condition",
+        )
+        for env in ("Hopper-v4", "Walker2d-v4")
+    ),
+    *(
+        (f"`stsac_mujoco.py` ({what})", "offpolicy", env, f"{env}/sac", f"{env}/{group}", cost)
+        for what, group, cost in (
+            ("actor leads, condition-λ κ = 100", "stsac_actor_cond", "sac_actor_condition"),
+            ("critic leads, Fisher + condition-λ κ = 100", "stsac_critic_fishercond", "sac_critic_fisher"),
+        )
+        for env in ("Hopper-v4", "HalfCheetah-v4")
+    ),
 ]
-BASE_NAMES = {"pg": "AC", "ppo": "PPO", "sac_actor": "SAC", "sac_critic": "SAC", "td3": "TD3"}
+BASE_NAMES = {
+    **dict.fromkeys(("pg", "pg_condition"), "AC"),
+    **dict.fromkeys(("ppo", "ppo_condition"), "PPO"),
+    **dict.fromkeys(("sac_actor", "sac_critic", "sac_actor_condition", "sac_critic_fisher"), "SAC"),
+    "td3": "TD3",
+}
 
 
 def costs() -> dict[str, str]:
     """Stackelberg ÷ base time per update (per iteration for the paper's loop, per run for PPO), per
     cost key of ``ROWS``; SAC's per leader and TD3's, each at the recipe's defaults over its plain base."""
-    pg = json.loads((RESULTS / "bench_update.json").read_text())["stac_over_ac"]["stac"]
+    pg = json.loads((RESULTS / "bench_update.json").read_text())["stac_over_ac"]
     ppo = json.loads((RESULTS / "ppo_overhead.json").read_text())["median_ratio"]
     offpolicy = json.loads((RESULTS / "bench_offpolicy_update.json").read_text())
     seconds = {name: statistics.median(values) for name, values in offpolicy["seconds_per_update"].items()}
     ratios = {
-        "pg": pg,
+        "pg": pg["stac"],
+        "pg_condition": pg["stac_condition_k100"],  # κ sets λ, not the work: timed at κ = 100
         "ppo": ppo,
         "sac_actor": offpolicy["ratio_default"],
         "sac_critic": seconds[CRITIC_LEADS_NAME] / seconds[PLAIN["sac"]],
         "td3": seconds[TD3_DEFAULT_NAME] / seconds[PLAIN["td3"]],
+        "sac_actor_condition": seconds[ACTOR_CONDITION_NAME] / seconds[PLAIN["sac"]],
+        "sac_critic_fisher": seconds[CRITIC_FISHER_NAME] / seconds[PLAIN["sac"]],
     }
-    return {key: f"{ratio:.2f}×" for key, ratio in ratios.items()}
+    return {key: f"{ratio:.2f}×" for key, ratio in ratios.items()} | {"ppo_condition": "not timed"}
 
 
 def table() -> list[str]:

@@ -250,10 +250,10 @@ def test_a_tagged_stackelberg_try_is_judged_against_the_untagged_base_only_if_it
 
 def test_readme_table_gives_no_verdict_below_the_seed_floor(tmp_path, monkeypatch):
     """One seed far above the base is not a win: its bootstrap interval is a point. Each leader's row
-    gets its own leader's cost (the critic's: the median of its timings over plain SAC's), and the TD3
-    row its twin's over plain TD3's."""
+    gets its own leader's cost (the critic's: the median of its timings over plain SAC's), the TD3
+    row its twin's over plain TD3's, and a condition-λ row its own variant's (PPO's is not timed)."""
     files = {
-        "bench_update.json": {"stac_over_ac": {"stac": 1.0}},
+        "bench_update.json": {"stac_over_ac": {"stac": 1.0, "stac_condition_k100": 1.1}},
         "ppo_overhead.json": {"median_ratio": 1.0},
         "bench_offpolicy_update.json": {
             "ratio_default": 1.5,
@@ -262,10 +262,15 @@ def test_readme_table_gives_no_verdict_below_the_seed_floor(tmp_path, monkeypatc
                 bench_readme.CRITIC_LEADS_NAME: [2.0, 2.5, 9.0],
                 bench_readme.PLAIN["td3"]: [1.0, 4.0, 4.0],
                 bench_readme.TD3_DEFAULT_NAME: [1.0, 7.0, 8.0],
+                bench_readme.ACTOR_CONDITION_NAME: [3.0, 3.0, 3.0],
+                bench_readme.CRITIC_FISHER_NAME: [3.0, 4.0, 9.0],
             },
         },
         "sample_efficiency_summary.json": {},
-        "ppo_summary.json": {},
+        "ppo_summary.json": {
+            "Hopper-v4/ac": bench_stats.summarize(records([10.0, 11.0, 12.0])),
+            "Hopper-v4/stac_cond10b1": bench_stats.summarize(records([10.0, 11.0, 13.0])),
+        },
         "offpolicy_summary.json": {
             "Hopper-v4/sac": bench_stats.summarize(records([10.0, 11.0, 12.0, 13.0, 14.0])),
             "Hopper-v4/stsac_actor": bench_stats.summarize(records([100.0])),
@@ -274,6 +279,7 @@ def test_readme_table_gives_no_verdict_below_the_seed_floor(tmp_path, monkeypatc
             "HalfCheetah-v4/stsac_critic": bench_stats.summarize(records([11.0, 12.0, 13.0])),
             "HalfCheetah-v4/td3": bench_stats.summarize(records([20.0, 21.0, 22.0])),
             "HalfCheetah-v4/sttd3_actor": bench_stats.summarize(records([1.0, 2.0, 3.0])),
+            "Hopper-v4/stsac_critic_fishercond": bench_stats.summarize(records([20.0, 21.0, 22.0])),
         },
     }
     for name, content in files.items():
@@ -288,4 +294,8 @@ def test_readme_table_gives_no_verdict_below_the_seed_floor(tmp_path, monkeypatc
     assert rows[("| `stsac_mujoco.py` (algo=sttd3, actor leads)", "HalfCheetah-v4")].endswith(
         "| 3 vs 3 | TD3 21 | 2 | 1.75× | loss / loss |"
     )
-    assert len(rows) == 4
+    fisher = ("| `stsac_mujoco.py` (critic leads, Fisher + condition-λ κ = 100)", "Hopper-v4")
+    assert rows[fisher].endswith("| 3 vs 5 | SAC 12 | 21 | 2.00× | win / win |")
+    ppo = ("| `stppo_mujoco.py` (condition-λ κ = 10, bound ρ = 1)", "Hopper-v4")
+    assert rows[ppo].endswith("| PPO 11 | 11 | not timed | tie / tie |")
+    assert len(rows) == 6
