@@ -213,12 +213,20 @@ def effective_config(config) -> dict:
     return {key: value for key, value in values.items() if key not in RESUME_MAY_CHANGE | {"seed"}}
 
 
+def differs_from_default(record: dict) -> set[str]:
+    """The keys in which a result file's effective config differs from a fresh ``run`` of its variant
+    under today's defaults."""
+    from omegaconf import OmegaConf
+
+    ran = effective_config(OmegaConf.create(record["config"]))
+    fresh = effective_config({"env": record["env"], **VARIANTS[record["variant"]], "total_frames": TOTAL_FRAMES})
+    return {key for key in ran.keys() | fresh.keys() if ran.get(key) != fresh.get(key)}
+
+
 def command_retag(args) -> None:
     """Move the result files of ``--variants`` tagged ``--from-tag`` to ``--to-tag``, numbers untouched
     (``retagged_from`` keeps the first tag). Into the untagged default group only when each run's
     effective config equals that of a fresh ``run`` under today's defaults."""
-    from omegaconf import OmegaConf
-
     moves = []
     for variant in args.variants.split(","):
         for path in sorted(RESULTS.glob(f"*_{variant}{'_' + args.from_tag if args.from_tag else ''}_seed*.json")):
@@ -231,9 +239,7 @@ def command_retag(args) -> None:
             if not args.to_tag:
                 if variant not in VARIANTS:
                     sys.exit(f"error: only the recipe's variants can join the default group, not {variant}")
-                ran = effective_config(OmegaConf.create(record["config"]))
-                fresh = effective_config({"env": record["env"], **VARIANTS[variant], "total_frames": TOTAL_FRAMES})
-                differs = sorted(key for key in ran.keys() | fresh.keys() if ran.get(key) != fresh.get(key))
+                differs = sorted(differs_from_default(record))
                 if differs:
                     sys.exit(f"error: {path.name} differs from today's defaults in {differs}; nothing retagged")
             moves.append((path, target, record))
@@ -310,20 +316,13 @@ def solve_try_verdicts(groups: dict[str, list[dict]], summary: dict[str, dict]) 
     """The verdict lines of each tagged Stackelberg group whose runs differ from a fresh untagged run of
     their variant only in ``SOLVE_KEYS`` (e.g. ``stsac_critic_fishercond``: ``hessian=fisher
     regularization_decay=condition``), against the untagged base: it trained that same base."""
-    from omegaconf import OmegaConf
-
     lines = []
     for key, records in sorted(groups.items()):
         env = key.split("/")[0]
         variant, tag = records[0].get("variant"), records[0]["tag"]
         if not tag or variant not in VARIANTS or not variant.startswith("st") or "config" not in records[0]:
             continue
-        fresh = effective_config({"env": env, **VARIANTS[variant], "total_frames": TOTAL_FRAMES})
-        for record in records:
-            ran = effective_config(OmegaConf.create(record["config"]))
-            if any(ran.get(k) != fresh.get(k) for k in (ran.keys() | fresh.keys()) - SOLVE_KEYS):
-                break
-        else:
+        if all(differs_from_default(record) <= SOLVE_KEYS for record in records):
             base, twin, names = next(pair for pair in PAIRS if variant.startswith(pair[1]))
             both = {k: summary[k] for k in (key, f"{env}/{base}") if k in summary}
             lines += pair_verdicts(both, base, twin, names)

@@ -226,7 +226,7 @@ def test_a_tagged_stackelberg_try_is_judged_against_the_untagged_base_only_if_it
         base = {"env": "Hopper-v4", "algo": algo, "leader": leader, "total_frames": 100_000, "seed": 0}
         yaml = OmegaConf.to_yaml(OmegaConf.merge(OmegaConf.structured(StsacConfig), {**base, **config}))
         curves = [[[50_000, level / 2 + seed], [100_000, level + seed]] for seed in range(3)]
-        run = {"variant": variant, "tag": tag, "config": yaml}
+        run = {"env": "Hopper-v4", "variant": variant, "tag": tag, "config": yaml}
         return [{**run, "seed": seed, "eval_curve": curve} for seed, curve in enumerate(curves)]
 
     groups = {
