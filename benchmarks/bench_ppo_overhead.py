@@ -1,6 +1,7 @@
 """What does the Stackelberg correction cost inside PPO? Plain PPO and Stackelberg-PPO, same run.
 
-    python benchmarks/bench_ppo_overhead.py [--env Hopper-v4] [--frames 16384] [--rounds 3] [overrides ...]
+    python benchmarks/bench_ppo_overhead.py [--env Hopper-v4] [--frames 16384] [--rounds 3] [--output NAME]
+                                            [overrides ...]
 
 Each round trains the ``recipes/stppo_mujoco.py`` with ``algo=ac`` (plain PPO) and ``algo=stac``
 (one Hessian solve per batch, a correction per minibatch) for ``--frames`` frames at the recipe's
@@ -8,7 +9,10 @@ PPO defaults, back to back, and compares their seconds per frame (all phases: co
 advantages, updates, correction; evaluation and checkpoints excluded). Prints per round and the
 median ``Stackelberg-PPO / PPO wall time: X`` (target ≤ 1.3), and the same cost measured inside the
 Stackelberg-PPO runs alone (all phases ÷ all phases but the correction), which other load on a
-shared machine disturbs less; writes every round to ``benchmarks/results/ppo_overhead.json``.
+shared machine disturbs less; writes every round to ``benchmarks/results/<--output>`` (default
+``ppo_overhead.json``, the recipe's defaults; the condition-λ variant's is
+``ppo_overhead_condition.json``, run with ``threads=1 regularization_decay=condition condition_number=10
+correction_max_ratio=1``).
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ def main() -> None:
     parser.add_argument("--env", default="Hopper-v4")
     parser.add_argument("--frames", type=int, default=16_384, help="frames per measurement (8 PPO batches)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--output", default="ppo_overhead.json", help="file name under benchmarks/results/")
     parser.add_argument("overrides", nargs="*", help="recipe overrides, e.g. threads=1")
     args = parser.parse_args()
     rounds = []
@@ -88,8 +93,8 @@ def main() -> None:
         "median_ratio_within_run": within,
         "rounds": rounds,
     }
-    (RESULTS / "ppo_overhead.json").write_text(json.dumps(record, indent=2))
-    print(f"wrote {RESULTS / 'ppo_overhead.json'}")
+    (RESULTS / args.output).write_text(json.dumps(record, indent=2))
+    print(f"wrote {RESULTS / args.output}")
 
 
 if __name__ == "__main__":

@@ -299,3 +299,33 @@ def test_readme_table_gives_no_verdict_below_the_seed_floor(tmp_path, monkeypatc
     ppo = ("| `stppo_mujoco.py` (condition-λ κ = 10, bound ρ = 1)", "Hopper-v4")
     assert rows[ppo].endswith("| PPO 11 | 11 | not timed | tie / tie |")
     assert len(rows) == 6
+
+
+def test_readme_cost_of_condition_ppo_comes_from_its_own_overhead_run(tmp_path, monkeypatch):
+    """The condition-λ PPO row's cost is ``ppo_overhead_condition.json``'s median ratio when that run
+    exists, never the default PPO leader's."""
+    files = {
+        "bench_update.json": {"stac_over_ac": {"stac": 1.0, "stac_condition_k100": 1.1}},
+        "ppo_overhead.json": {"median_ratio": 1.2},
+        "bench_offpolicy_update.json": {
+            "ratio_default": 1.5,
+            "seconds_per_update": {
+                name: [1.0]
+                for name in (
+                    bench_readme.PLAIN["sac"],
+                    bench_readme.PLAIN["td3"],
+                    bench_readme.CRITIC_LEADS_NAME,
+                    bench_readme.TD3_DEFAULT_NAME,
+                    bench_readme.ACTOR_CONDITION_NAME,
+                    bench_readme.CRITIC_FISHER_NAME,
+                )
+            },
+        },
+    }
+    for name, content in files.items():
+        (tmp_path / name).write_text(json.dumps(content))
+    monkeypatch.setattr(bench_readme, "RESULTS", tmp_path)
+    assert bench_readme.costs()["ppo_condition"] == "not timed"
+    (tmp_path / "ppo_overhead_condition.json").write_text(json.dumps({"median_ratio": 1.456}))
+    cost = bench_readme.costs()
+    assert (cost["ppo"], cost["ppo_condition"]) == ("1.20×", "1.46×")
