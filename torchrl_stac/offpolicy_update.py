@@ -58,7 +58,8 @@ class StackelbergUpdate:
             ``"fisher"`` (actor follower of SAC only: the policy's Fisher information, the Hessian of
             the mean KL(π_θ̄ ‖ π_θ) at θ̄ = θ; positive semi-definite where ∇²_θ f_A is indefinite).
         correction_every: correct the leader's gradient on one update in ``n``; the others are
-            plain updates (``corrected = 0`` in their diagnostics).
+            plain updates (``corrected = 0`` in their diagnostics, and no ``regularization``: they
+            solve nothing, so a per-batch mean of λ is over the corrected updates alone).
     """
 
     def __init__(
@@ -100,9 +101,9 @@ class StackelbergUpdate:
         if self.loss.tensor_keys.noise not in tensordict.keys(True):
             self.loss.draw_noise(tensordict)  # one draw for both players (kept if the batch has one)
         if self.solver.num_updates % self.correction_every:
-            lam = self.solver.next_regularization()
+            self.solver.next_regularization()  # advances the schedule's update counter
             diagnostics = plain_gradients(self.loss, tensordict).select("loss_actor", "loss_qvalue")
-            return diagnostics.update({"corrected": torch.zeros(()), "regularization": torch.tensor(float(lam))})
+            return diagnostics.update({"corrected": torch.zeros(())})
         leader_params, follower_params = self.players()
         f_actor, log_prob, f_critic = self.loss.player_losses(tensordict)
         f_leader, f_follower = (f_actor, f_critic) if self.leader == "actor" else (f_critic, f_actor)
