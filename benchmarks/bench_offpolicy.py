@@ -387,10 +387,39 @@ def command_aggregate(args) -> None:
     print(f"wrote {out / 'offpolicy_summary.json'}, offpolicy*.png and the off-policy section of RESULTS.md")
 
 
+def solved_regularization(record: dict) -> list[tuple[int, float]]:
+    """``(frames, λ)`` per batch: the mean λ of the batch's solves. Under ``regularization_decay=condition``
+    it is the rule applied to the batch's logged mean μ_min, μ_max, max(floor, (μ_max − κ μ_min)/(κ − 1)),
+    exact while the rule is above the floor (λ is linear in μ there): result files written before
+    commit ac7d683 averaged the logged λ with the plain updates' floor (¼ of it at correction_every=4)."""
+    from omegaconf import OmegaConf
+
+    diagnostics = record["diagnostics"]
+    config = OmegaConf.create(record.get("config", "{}"))
+    if config.get("regularization_decay") != "condition" or not diagnostics.get("hessian_eigenvalue_max"):
+        return diagnostics.get("regularization", [])
+    kappa, floor = config.condition_number, config.get("regularization_floor", 0.0)
+    return [
+        (frames, max(floor, (high - kappa * low) / (kappa - 1)))
+        for (frames, low), (_, high) in zip(
+            diagnostics["hessian_eigenvalue_min"], diagnostics["hessian_eigenvalue_max"], strict=True
+        )
+    ]
+
+
+def batch_diagnostics(record: dict) -> dict[str, list[tuple[int, float]]]:
+    """The record's per-batch diagnostics, λ as :func:`solved_regularization` gives it."""
+    diagnostics = dict(record.get("diagnostics", {}))
+    if diagnostics.get("regularization"):
+        diagnostics["regularization"] = solved_regularization(record)
+    return diagnostics
+
+
 def diagnostics_table(groups: dict[str, list[dict]]) -> list[str]:
     """Markdown rows: each Stackelberg group's diagnostics over all its runs' batches, and over the
-    second half of training (per-batch values are means over that batch's corrected updates; the
-    curvature flag is the final solve's, so after a Gauss-Newton re-solve it is that solve's)."""
+    second half of training (per-batch values are means over that batch's corrected updates, λ as
+    :func:`solved_regularization` gives it; the curvature flag is the final solve's, so after a
+    Gauss-Newton re-solve it is that solve's)."""
     import numpy as np
 
     rows = [
@@ -400,7 +429,7 @@ def diagnostics_table(groups: dict[str, list[dict]]) -> list[str]:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for key, records in sorted(groups.items()):
-        series = [r["diagnostics"] for r in records if r.get("diagnostics", {}).get("correction_ratio")]
+        series = [batch_diagnostics(r) for r in records if r.get("diagnostics", {}).get("correction_ratio")]
         if not series:
             continue
         last = max(frames for d in series for frames, _ in d["correction_ratio"])
@@ -430,7 +459,7 @@ def plot_diagnostics(groups: dict[str, list[dict]], path: Path) -> None:
     fig, axes = plt.subplots(1, len(DIAGNOSTICS), figsize=(4.2 * len(DIAGNOSTICS), 3.4))
     for ax, name in zip(axes, DIAGNOSTICS, strict=True):
         for key, records in sorted(groups.items()):
-            series = [r["diagnostics"][name] for r in records if r.get("diagnostics", {}).get(name)]
+            series = [d[name] for d in map(batch_diagnostics, records) if d.get(name)]
             if not series:
                 continue
             length = min(len(s) for s in series)

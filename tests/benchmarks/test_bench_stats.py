@@ -172,6 +172,35 @@ def test_offpolicy_diagnostics_table_pools_seeds_and_splits_at_half_the_frames()
     assert cells[3][:4] == ["Hopper-v4/stsac_critic", "2", "second half", "5.5"] and cells[3][5] == "1.00"
 
 
+def test_offpolicy_condition_lambda_is_the_rule_on_the_logged_eigenvalues():
+    """Under condition-λ the table's λ is max(floor, (μ_max − κ μ_min)/(κ − 1)) of each batch's logged
+    means, not the logged λ (files before ac7d683 averaged it with the plain updates' 0); other runs
+    keep their logged λ."""
+    import bench_offpolicy
+
+    frames = [1000, 2000, 3000]
+    diagnostics = {
+        "correction_ratio": [(f, 1.0) for f in frames],
+        "cosine_partial_total": [(f, 1.0) for f in frames],
+        "nonpositive_curvature": [(f, 0.0) for f in frames],
+        "solver_iterations": [(f, 3.0) for f in frames],
+        "hessian_eigenvalue_min": [(f, m) for f, m in zip(frames, [1.0, -1.0, 0.1], strict=True)],
+        "hessian_eigenvalue_max": [(f, 1000.0) for f in frames],
+        "regularization": [(f, 0.25) for f in frames],  # diluted: ¼ of the solves' λ
+    }
+    condition = {
+        "config": "regularization_decay: condition\ncondition_number: 101.0\nregularization_floor: 0.5\n",
+        "diagnostics": diagnostics,
+    }
+    # (1000 − 101 μ_min)/100 for μ_min = 1, −1, 0.1: 8.99, 11.01, 9.899
+    solved = [value for _, value in bench_offpolicy.solved_regularization(condition)]
+    assert solved == pytest.approx([8.99, 11.01, 9.899])
+    fixed = {"config": "regularization_decay: none\nregularization: 1.0\n", "diagnostics": diagnostics}
+    assert bench_offpolicy.solved_regularization(fixed) == diagnostics["regularization"]
+    rows = bench_offpolicy.diagnostics_table({"Hopper-v4/stsac_actor_cond": [condition]})
+    assert rows[2].endswith("| 9.9 |")  # median of the rule's λ, all batches
+
+
 def test_offpolicy_tagged_variants_list_only_the_overrides_that_set_them_apart():
     import bench_offpolicy
 
