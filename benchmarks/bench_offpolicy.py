@@ -394,13 +394,15 @@ def solved_regularization(record: dict) -> list[tuple[int, float]]:
     commit ac7d683 averaged the logged λ with the plain updates' floor (¼ of it at correction_every=4)."""
     from omegaconf import OmegaConf
 
+    from torchrl_stac.follower_solver import condition_regularization
+
     diagnostics = record["diagnostics"]
     config = OmegaConf.create(record.get("config", "{}"))
     if config.get("regularization_decay") != "condition" or not diagnostics.get("hessian_eigenvalue_max"):
         return diagnostics.get("regularization", [])
     kappa, floor = config.condition_number, config.get("regularization_floor", 0.0)
     return [
-        (frames, max(floor, (high - kappa * low) / (kappa - 1)))
+        (frames, condition_regularization(low, high, kappa, floor))
         for (frames, low), (_, high) in zip(
             diagnostics["hessian_eigenvalue_min"], diagnostics["hessian_eigenvalue_max"], strict=True
         )

@@ -29,6 +29,15 @@ SAFE_CONDITION_NUMBER = 100.0  # FollowerSolver.safe(): κ of its λ
 SAFE_CORRECTION_MAX_RATIO = 1.0  # FollowerSolver.safe(): ρ of its bound
 
 
+def condition_regularization(mu_min: float, mu_max: float, condition_number: float, floor: float) -> float:
+    """``max(floor, (μ_max − κ μ_min)/(κ − 1))``: the smallest λ ≥ floor with H + λI positive definite and
+    cond(H + λI) ≤ κ, for H's extreme eigenvalues μ_min ≤ μ_max."""
+    conditioned = (mu_max - condition_number * mu_min) / (condition_number - 1)
+    if mu_min + conditioned <= 0:  # a flat spectrum (μ_min = μ_max): any shift past −μ_min will do
+        conditioned = -mu_min + 1e-6 * max(1.0, abs(mu_min))
+    return max(floor, conditioned)
+
+
 class FollowerSolver:
     """Solves ``(H + λI) x = b`` for the follower's Hessian H, given ``v ↦ H v``.
 
@@ -150,12 +159,7 @@ class FollowerSolver:
         if self.eigenvalues is None or self.num_conditioned % self.eigenvalue_every == 0:
             self.eigenvalues = self.extreme_eigenvalues(hvp, start)
         self.num_conditioned += 1
-        mu_min, mu_max = self.eigenvalues
-        kappa = self.condition_number
-        conditioned = (mu_max - kappa * mu_min) / (kappa - 1)
-        if mu_min + conditioned <= 0:  # a flat spectrum (μ_min = μ_max): any shift past −μ_min will do
-            conditioned = -mu_min + 1e-6 * max(1.0, abs(mu_min))
-        return max(lam, conditioned)
+        return condition_regularization(*self.eigenvalues, self.condition_number, lam)
 
     def logged_eigenvalues(self, hvp: MatVec, start: torch.Tensor) -> tuple[float, float] | None:
         """(μ_min, μ_max) to report for this correction: the condition number's latest estimate, a
