@@ -43,9 +43,11 @@ def conjugate_gradient(
     """Solve ``A x = b`` for symmetric ``A`` given only ``v ↦ A v``.
 
     Stops after ``max_iter`` iterations, when ``‖r‖ ≤ tol ‖b‖``, or on a direction with
-    non-positive curvature (the flag is then set). Returns the iterate with the smallest residual:
-    in float32 on a nearly singular system the residual of late iterates can grow. If ``matvec``
-    produces non-finite values the solution is NaN, for the caller to reject.
+    non-positive curvature (the flag is then set), and returns the last iterate. On a positive-
+    definite A each step lowers the model φ(x) = ½xᵀAx − bᵀx, i.e. the A-norm error, but not
+    necessarily the residual: with cond(A) ≈ 100 the first iterates can all have ‖r‖ > ‖b‖ while
+    being far better than x = 0. If ``matvec`` produces non-finite values the solution is NaN, for
+    the caller to reject.
 
     Args:
         matvec: ``v ↦ A v`` on flat vectors.
@@ -53,7 +55,7 @@ def conjugate_gradient(
         max_iter: iteration cap (each iteration costs one ``matvec``).
         tol: relative residual tolerance.
         x0: warm start (e.g. the previous update's solution); zeros if ``None``, or if the warm
-            start's residual is no smaller than ‖b‖ (it would be worse than starting from zero).
+            start's model φ(x0) is not below φ(0) = 0 (it would be worse than starting from zero).
     """
     if max_iter < 1:
         raise ValueError(f"max_iter must be >= 1, got {max_iter}.")
@@ -67,11 +69,10 @@ def conjugate_gradient(
         if x0.shape != b.shape:
             raise ValueError(f"x0 has shape {tuple(x0.shape)}, b has {tuple(b.shape)}.")
         warm_residual = b - matvec(x0)
-        if torch.linalg.vector_norm(warm_residual) < b_norm:  # keep a warm start only if it beats zero
+        if -0.5 * x0.dot(b + warm_residual) < 0:  # keep it only if φ(x0) = −½x0ᵀ(b + r0) beats φ(0) = 0
             x, r = x0.clone(), warm_residual
     p = r.clone()
     rr = r.dot(r)
-    best_x, best_rr = x, rr
     iterations = 0
     nonpositive = False
     for _ in range(max_iter):
@@ -91,9 +92,7 @@ def conjugate_gradient(
         rr_new = r.dot(r)
         p = r + (rr_new / rr) * p
         rr = rr_new
-        if rr < best_rr:
-            best_x, best_rr = x, rr
-    return SolveResult(best_x, iterations, float(best_rr.sqrt() / b_norm), nonpositive)
+    return SolveResult(x, iterations, float(rr.sqrt() / b_norm), nonpositive)
 
 
 def dense_solve(matrix: torch.Tensor, b: torch.Tensor) -> SolveResult:

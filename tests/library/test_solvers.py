@@ -103,30 +103,64 @@ def test_cg_reports_iterations_residual_and_warm_start():
 
     assert energy_error(resumed.solution) < energy_error(short.solution)
     bad_start = conjugate_gradient(lambda v: A @ v, b, max_iter=3, x0=1e6 * torch.randn(20))
-    torch.testing.assert_close(bad_start.solution, short.solution)  # a useless warm start is dropped
+    torch.testing.assert_close(bad_start.solution, short.solution)  # φ(x0) > φ(0): the start is dropped
     converged = conjugate_gradient(lambda v: A @ v, b, max_iter=100, tol=1e-8)
     assert converged.iterations <= 20 and converged.relative_residual <= 1e-8
 
 
-def test_cg_returns_its_best_iterate():
-    """CG's residual norm is not monotone: on this ill-conditioned SPD system it jumps up after
-    iteration 2, and the iterate with the smallest residual is the one returned."""
-    torch.manual_seed(27)
-    Q = torch.linalg.qr(torch.randn(8, 8))[0]
-    A = Q @ torch.diag(torch.logspace(-3, 3, 8)) @ Q.T
-    b = torch.randn(8)
-    x, r = torch.zeros(8), b.clone()  # textbook CG, for reference
-    p, rr, plain = r.clone(), r @ r, []
-    for _ in range(3):
+def _textbook_cg(A: torch.Tensor, b: torch.Tensor, steps: int) -> list[torch.Tensor]:
+    """Plain CG from x = 0 on an explicit matrix: the iterates x_1 … x_steps."""
+    x, r = torch.zeros_like(b), b.clone()
+    p, rr, iterates = r.clone(), r @ r, []
+    for _ in range(steps):
         ap = A @ p
         alpha = rr / (p @ ap)
         x, r = x + alpha * p, r - alpha * ap
         p, rr = r + (r @ r) / rr * p, r @ r
-        plain.append((x, float(torch.linalg.vector_norm(A @ x - b))))
-    assert plain[2][1] > plain[1][1]  # the residual grew at iteration 3
+        iterates.append(x)
+    return iterates
+
+
+def test_cg_keeps_iterates_whose_residual_exceeds_b(float64):
+    """The HalfCheetah failure: on this SPD system (cond 100) the first three iterates all have
+    ‖Ax − b‖ > ‖b‖ while their A-norm error falls. A smallest-residual rule returned x = 0 there
+    (no correction at all); CG must return its third iterate."""
+    A = torch.diag(torch.tensor([2.0, 8.0, 30.0, 90.0, 200.0]))
+    b = torch.tensor([3.0, 1.0, 1.0, 1.0, 1.0])
+    exact = torch.linalg.solve(A, b)
+
+    def relative_residual(x):
+        return float(torch.linalg.vector_norm(A @ x - b) / torch.linalg.vector_norm(b))
+
+    def energy_error(x):  # ‖x − x*‖_A / ‖x*‖_A: the error at x = 0 is 1
+        return float(((x - exact) @ A @ (x - exact) / (exact @ A @ exact)).sqrt())
+
+    iterates = _textbook_cg(A, b, 3)
+    assert all(relative_residual(x) > 1.3 for x in iterates)  # every iterate is "worse" than 0
+    errors = [energy_error(x) for x in iterates]
+    assert errors == sorted(errors, reverse=True) and errors[-1] < 0.6
     result = conjugate_gradient(lambda v: A @ v, b, max_iter=3, tol=0.0)
-    torch.testing.assert_close(result.solution, plain[1][0])
-    assert result.relative_residual == pytest.approx(plain[1][1] / float(torch.linalg.vector_norm(b)), rel=1e-6)
+    torch.testing.assert_close(result.solution, iterates[-1])
+    assert result.relative_residual == pytest.approx(relative_residual(iterates[-1]), rel=1e-9)
+    resumed = conjugate_gradient(lambda v: A @ v, b, max_iter=1, tol=0.0, x0=iterates[0])
+    assert energy_error(resumed.solution) < errors[0]  # kept though ‖r0‖ > ‖b‖: φ(x0) < φ(0)
+
+
+def test_cg_returns_its_last_iterate_when_the_residual_grows(float64):
+    """CG's residual is not monotone: on this ill-conditioned SPD system it jumps up at iteration 3,
+    yet the third iterate has the smaller A-norm error, and it is the one returned."""
+    torch.manual_seed(27)
+    Q = torch.linalg.qr(torch.randn(8, 8))[0]
+    A = Q @ torch.diag(torch.logspace(-3, 3, 8)) @ Q.T
+    b = torch.randn(8)
+    exact = torch.linalg.solve(A, b)
+    iterates = _textbook_cg(A, b, 3)
+    residuals = [float(torch.linalg.vector_norm(A @ x - b)) for x in iterates]
+    errors = [float((x - exact) @ A @ (x - exact)) for x in iterates]
+    assert residuals[2] > residuals[1] and errors[2] < errors[1]
+    result = conjugate_gradient(lambda v: A @ v, b, max_iter=3, tol=0.0)
+    torch.testing.assert_close(result.solution, iterates[2])
+    assert result.relative_residual == pytest.approx(residuals[2] / float(torch.linalg.vector_norm(b)), rel=1e-6)
 
 
 def test_nonpositive_curvature_is_flagged():
