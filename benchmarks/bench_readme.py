@@ -83,11 +83,27 @@ ROWS = [
     ),
     *(
         (f"`stsac_mujoco.py` ({what})", "offpolicy", env, f"{env}/sac", f"{env}/{group}", cost)
-        for what, group, cost in (
-            ("actor leads, condition-λ κ = 100", "stsac_actor_cond", "sac_actor_condition"),
-            ("critic leads, Fisher + condition-λ κ = 100", "stsac_critic_fishercond", "sac_critic_fisher"),
+        for what, group, cost, envs in (
+            (
+                "actor leads, condition-λ κ = 100",
+                "stsac_actor_cond",
+                "sac_actor_condition",
+                ("Hopper-v4", "HalfCheetah-v4"),
+            ),
+            (
+                "critic leads, Fisher + condition-λ κ = 100",
+                "stsac_critic_fishercond",
+                "sac_critic_fisher",
+                ("Hopper-v4",),
+            ),
+            (  # HalfCheetah's Fisher runs after the CG fix: the earlier rule returned x = 0 on most batches there
+                "critic leads, Fisher + condition-λ κ = 100, last-iterate CG",
+                "stsac_critic_fishercond_cglast",
+                "sac_critic_fisher",
+                ("HalfCheetah-v4",),
+            ),
         )
-        for env in ("Hopper-v4", "HalfCheetah-v4")
+        for env in envs
     ),
 ]
 BASE_NAMES = {
