@@ -80,7 +80,7 @@ def conjugate_gradient(
             break
         ap = matvec(p)
         curvature = p.dot(ap)
-        if not torch.isfinite(curvature):  # report it, never hide it behind an earlier iterate
+        if not torch.isfinite(curvature):  # report it as NaN: the caller raises or skips
             return SolveResult(torch.full_like(b, float("nan")), iterations, float("nan"), nonpositive)
         if curvature <= 0:
             nonpositive = True

@@ -97,15 +97,17 @@ def test_cg_reports_iterations_residual_and_warm_start():
     assert short.relative_residual > 1e-3
     resumed = conjugate_gradient(lambda v: A @ v, b, max_iter=3, x0=short.solution)
     exact = torch.linalg.solve(A, b)
-
-    def energy_error(x):  # CG decreases the A-norm of the error monotonically
-        return float((x - exact) @ A @ (x - exact))
-
-    assert energy_error(resumed.solution) < energy_error(short.solution)
+    assert _energy_error(A, exact, resumed.solution) < _energy_error(A, exact, short.solution)
     bad_start = conjugate_gradient(lambda v: A @ v, b, max_iter=3, x0=1e6 * torch.randn(20))
     torch.testing.assert_close(bad_start.solution, short.solution)  # φ(x0) > φ(0): the start is dropped
     converged = conjugate_gradient(lambda v: A @ v, b, max_iter=100, tol=1e-8)
     assert converged.iterations <= 20 and converged.relative_residual <= 1e-8
+
+
+def _energy_error(A: torch.Tensor, exact: torch.Tensor, x: torch.Tensor) -> float:
+    """‖x − x*‖_A / ‖x*‖_A, which CG lowers at every step; the error at x = 0 is 1."""
+    error = x - exact
+    return float((error @ A @ error / (exact @ A @ exact)).sqrt())
 
 
 def _textbook_cg(A: torch.Tensor, b: torch.Tensor, steps: int) -> list[torch.Tensor]:
@@ -132,18 +134,15 @@ def test_cg_keeps_iterates_whose_residual_exceeds_b(float64):
     def relative_residual(x):
         return float(torch.linalg.vector_norm(A @ x - b) / torch.linalg.vector_norm(b))
 
-    def energy_error(x):  # ‖x − x*‖_A / ‖x*‖_A: the error at x = 0 is 1
-        return float(((x - exact) @ A @ (x - exact) / (exact @ A @ exact)).sqrt())
-
     iterates = _textbook_cg(A, b, 3)
     assert all(relative_residual(x) > 1.3 for x in iterates)  # every iterate is "worse" than 0
-    errors = [energy_error(x) for x in iterates]
+    errors = [_energy_error(A, exact, x) for x in iterates]
     assert errors == sorted(errors, reverse=True) and errors[-1] < 0.6
     result = conjugate_gradient(lambda v: A @ v, b, max_iter=3, tol=0.0)
     torch.testing.assert_close(result.solution, iterates[-1])
     assert result.relative_residual == pytest.approx(relative_residual(iterates[-1]), rel=1e-9)
     resumed = conjugate_gradient(lambda v: A @ v, b, max_iter=1, tol=0.0, x0=iterates[0])
-    assert energy_error(resumed.solution) < errors[0]  # kept though ‖r0‖ > ‖b‖: φ(x0) < φ(0)
+    assert _energy_error(A, exact, resumed.solution) < errors[0]  # kept though ‖r0‖ > ‖b‖: φ(x0) < φ(0)
 
 
 def test_cg_returns_its_last_iterate_when_the_residual_grows(float64):
@@ -156,7 +155,7 @@ def test_cg_returns_its_last_iterate_when_the_residual_grows(float64):
     exact = torch.linalg.solve(A, b)
     iterates = _textbook_cg(A, b, 3)
     residuals = [float(torch.linalg.vector_norm(A @ x - b)) for x in iterates]
-    errors = [float((x - exact) @ A @ (x - exact)) for x in iterates]
+    errors = [_energy_error(A, exact, x) for x in iterates]
     assert residuals[2] > residuals[1] and errors[2] < errors[1]
     result = conjugate_gradient(lambda v: A @ v, b, max_iter=3, tol=0.0)
     torch.testing.assert_close(result.solution, iterates[2])
