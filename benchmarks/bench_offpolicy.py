@@ -204,9 +204,15 @@ def effective_config(config) -> dict:
     sys.path.insert(0, str(ROOT / "recipes"))
     from omegaconf import OmegaConf
 
-    from recipe_schema import RESUME_MAY_CHANGE, StsacConfig, offpolicy_learning_rates, offpolicy_warmup
+    from recipe_schema import (
+        RESUME_MAY_CHANGE,
+        StsacConfig,
+        offpolicy_learning_rates,
+        offpolicy_warmup,
+        with_offpolicy_curvature,
+    )
 
-    cfg = OmegaConf.merge(OmegaConf.structured(StsacConfig), config)
+    cfg = with_offpolicy_curvature(OmegaConf.merge(OmegaConf.structured(StsacConfig), config))
     values = OmegaConf.to_container(cfg)
     values["actor_lr"], values["critic_lr"] = offpolicy_learning_rates(cfg)
     values["init_random_frames"] = offpolicy_warmup(cfg.init_random_frames, cfg.total_frames)

@@ -38,14 +38,14 @@ WARMUP = 8  # untimed updates, so each timed window starts on a correction
 
 def recipe_default() -> dict:
     """The Stackelberg update's options at ``recipes/stsac_mujoco.py``'s defaults (its schema)."""
-    from recipe_schema import StsacConfig
+    from recipe_schema import StsacConfig, offpolicy_curvature
 
     cfg = StsacConfig()
     return {
         "leader": cfg.leader,
         "regularization": cfg.regularization,
         "cg_iterations": cfg.cg_iterations,
-        "hessian": cfg.hessian,
+        "hessian": offpolicy_curvature(cfg)[0],
         "curvature_fallback": cfg.curvature_fallback,
         "correction_every": cfg.correction_every,
         "warm_start": True,
@@ -57,10 +57,10 @@ DEFAULT_NAME = (
     f"ST default (leader {DEFAULT['leader']}, CG {DEFAULT['cg_iterations']}, every {DEFAULT['correction_every']}, "
     f"{DEFAULT['hessian']}{' + GN fallback' if DEFAULT['curvature_fallback'] else ''})"
 )
-CRITIC_LEADS_NAME = "ST leader critic (exact, no fallback)"  # the recipe's default with leader=critic
+CRITIC_LEADS_NAME = "ST leader critic (exact, no fallback)"  # leader=critic hessian=exact (the earlier default)
 TD3_DEFAULT_NAME = "ST TD3 (recipe default, actor leads)"  # the recipe's algo=sttd3
 ACTOR_CONDITION_NAME = "ST condition-λ κ=100 (Lanczos 10, every 10 corrections)"  # regularization_decay=condition
-CRITIC_FISHER_NAME = "ST leader critic, Fisher + condition-λ κ=100"  # leader=critic hessian=fisher, condition-λ
+CRITIC_FISHER_NAME = "ST leader critic, Fisher + condition-λ κ=100"  # the recipe's default with leader=critic
 VARIANTS = {  # one change at a time from the recipe's default
     "SAC (plain)": None,
     DEFAULT_NAME: {},

@@ -160,16 +160,18 @@ class StsacConfig:
     gamma: float = _key(0.99, low=0.0, high=1.0)
     tau: float = _key(0.005, above=0.0, high=1.0)  # target networks: Q̄ ← (1 − τ) Q̄ + τ Q per update
     regularization: float = _key(1.0, low=0.0)  # λ
-    # exp: λ halves every half-life; condition: λ from the follower Hessian's spectrum, cond(H + λI) <= κ
-    regularization_decay: str = _key("none", choices=("none", "exp", "condition"))
+    # exp: λ halves every half-life; condition: λ from the follower Hessian's spectrum, cond(H + λI) <= κ;
+    # null: the leader's own (offpolicy_curvature)
+    regularization_decay: str | None = _key(None, choices=(None, "none", "exp", "condition"))
     regularization_half_life: float = _key(100_000.0, above=0.0)  # in updates
     regularization_floor: float = _key(0.0, low=0.0)  # λ decays towards this value (condition: λ >= it)
     condition_number: float = _key(100.0, above=1.0)  # κ of regularization_decay=condition
     eigenvalue_every: int = _key(10, low=1)  # condition: Lanczos re-estimate every n corrections
     correction_max_ratio: float | None = _key(None, above=0.0)  # ‖correction‖ <= ρ‖partial gradient‖; null: off
     cg_iterations: int = _key(3, low=1)  # warm-started from the previous correction's solution
-    # gauss_newton: leader=actor only; fisher: leader=critic, algo=stsac (the policy's Fisher information)
-    hessian: str = _key("exact", choices=("exact", "gauss_newton", "fisher"))
+    # gauss_newton: leader=actor only; fisher: leader=critic, algo=stsac (the policy's Fisher information);
+    # null: the leader's own (offpolicy_curvature)
+    hessian: str | None = _key(None, choices=(None, "exact", "gauss_newton", "fisher"))
     curvature_fallback: str | None = _key("gauss_newton", choices=("gauss_newton", None))  # leader=actor only
     eigenvalue_steps: int = _key(0, low=0)  # Lanczos steps for the follower Hessian's extreme eigenvalues
     correction_every: int = _key(4, low=1)  # the Stackelberg correction on one update in n (plain SAC between)
@@ -195,6 +197,23 @@ def offpolicy_learning_rates(cfg: DictConfig) -> tuple[float, float]:
         cfg.actor_lr if cfg.actor_lr is not None else own,
         cfg.critic_lr if cfg.critic_lr is not None else own,
     )
+
+
+def offpolicy_curvature(cfg: DictConfig) -> tuple[str, str]:
+    """``(hessian, regularization_decay)`` of the off-policy recipe: as configured, else the leader's own.
+    SAC's critic leader inverts the policy's Fisher information with λ from the conditioning (with the
+    actor's exact, indefinite Hessian and λ = 1, its HalfCheetah runs collapsed: benchmarks/RESULTS.md);
+    every other leader the exact Hessian with a constant λ. A Fisher solve defaults to condition-λ."""
+    critic_leads_sac = cfg.algo == "stsac" and cfg.leader == "critic"
+    hessian = cfg.hessian if cfg.hessian is not None else ("fisher" if critic_leads_sac else "exact")
+    decay = cfg.regularization_decay
+    return hessian, decay if decay is not None else ("condition" if hessian == "fisher" else "none")
+
+
+def with_offpolicy_curvature(cfg: DictConfig) -> DictConfig:
+    """``cfg`` with :func:`offpolicy_curvature` filled in, so that the run's saved config names the solve."""
+    hessian, decay = offpolicy_curvature(cfg)
+    return OmegaConf.merge(cfg, {"hessian": hessian, "regularization_decay": decay})
 
 
 def offpolicy_warmup(init_random_frames: int, total_frames: int) -> int:

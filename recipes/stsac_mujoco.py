@@ -31,7 +31,13 @@ from recipe_envs import make_collector, make_env, policy_evaluator
 from recipe_losses import make_offpolicy, make_optimizer
 from recipe_models import make_deterministic_models, make_sac_models
 from recipe_run import TrainingRun
-from recipe_schema import ConfigError, StsacConfig, offpolicy_learning_rates, offpolicy_warmup
+from recipe_schema import (
+    ConfigError,
+    StsacConfig,
+    offpolicy_learning_rates,
+    offpolicy_warmup,
+    with_offpolicy_curvature,
+)
 from torchrl_stac import plain_gradients
 
 
@@ -62,6 +68,7 @@ def extend_replay(replay: ReplayBuffer, rows: TensorDictBase, buffer_size: int) 
 
 def train(cfg: DictConfig, run_dir: Path | None) -> dict[str, Any]:
     """Train as configured into ``run_dir`` (with ``resume=``, the resumed run's directory); a summary."""
+    cfg = with_offpolicy_curvature(cfg)  # hessian, regularization_decay: null is the leader's own
     run = TrainingRun(cfg, run_dir, "stsac")  # checks, resume point, seeding
     if run.complete:
         return run.skip_complete()

@@ -16,7 +16,7 @@ from recipe_checkpoints import list_checkpoints, read_checkpoint
 from recipe_envs import make_collector, make_env, start_fresh_episodes
 from recipe_losses import TorchRLSAC
 from recipe_models import make_sac_models
-from recipe_schema import ConfigError, load_config, offpolicy_learning_rates, validate
+from recipe_schema import ConfigError, load_config, offpolicy_curvature, offpolicy_learning_rates, validate
 from stsac_mujoco import train
 from torchrl_stac import StackelbergSACLoss, plain_gradients
 
@@ -66,6 +66,10 @@ def test_short_run_updates_and_logs_the_implicit_diagnostics(tmp_path, leader):
     state = read_checkpoint(newest)
     assert state["replay_buffer"] is not None and state["counters"]["updates"] == 30  # 3 batches × 200 × 0.05
     assert state["recipe"] == "stsac"
+    # the saved config names the solve the leader's defaults chose (offpolicy_curvature)
+    saved = (tmp_path / "config.yaml").read_text()
+    solve = {"actor": ("exact", "none"), "critic": ("fisher", "condition")}[leader]
+    assert f"hessian: {solve[0]}\n" in saved and f"regularization_decay: {solve[1]}\n" in saved
     # the 1M-slot buffer holds 600 rows: the checkpoint holds those, not the empty slots (~150 MB)
     assert newest.stat().st_size < 2_000_000
     evaluation = subprocess.run(
@@ -117,6 +121,25 @@ def test_plain_sac_and_exact_resume_with_the_replay_buffer(tmp_path):
     for key, value in a["losses"].items():
         assert torch.equal(value, b["losses"][key]), f"{key} differs after resume"
     assert a["counters"] == b["counters"]
+
+
+@pytest.mark.parametrize(
+    "overrides,expected",
+    [
+        (["algo=stsac"], ("exact", "none")),
+        (["algo=stsac", "leader=critic"], ("fisher", "condition")),
+        (["algo=sttd3", "leader=critic"], ("exact", "none")),  # TD3's actor is deterministic: no Fisher
+        (["algo=stddpg", "leader=critic"], ("exact", "none")),
+        (["algo=stsac", "leader=critic", "hessian=exact"], ("exact", "none")),
+        (["algo=stsac", "leader=critic", "regularization_decay=none"], ("fisher", "none")),
+        (["algo=stsac", "regularization_decay=condition"], ("exact", "condition")),
+    ],
+)
+def test_each_leader_gets_its_own_curvature_unless_configured(overrides, expected):
+    """Null ``hessian`` / ``regularization_decay``: SAC's critic leader inverts the policy's Fisher
+    information with λ from the conditioning (its exact Hessian with λ = 1 collapsed HalfCheetah runs,
+    benchmarks/RESULTS.md); every other leader the exact Hessian with a constant λ. An explicit value wins."""
+    assert offpolicy_curvature(load_config("config_stsac", overrides)) == expected
 
 
 def test_critic_leader_rejects_gauss_newton():
