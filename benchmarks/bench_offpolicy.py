@@ -35,7 +35,15 @@ from pathlib import Path
 
 from bench_report import replace_section
 from bench_sample_efficiency import parse_seeds
-from bench_stats import pair_verdicts, plot_aggregates, plot_curves, summarize, table_rows
+from bench_stats import (
+    MIN_SEEDS_FOR_VERDICT,
+    pair_verdicts,
+    plot_aggregates,
+    plot_curves,
+    scores,
+    summarize,
+    table_rows,
+)
 from bench_sweep import Result, collect, eval_curve, finished, launch, log_tail, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -318,20 +326,58 @@ SOLVE_KEYS = frozenset(
 )  # fmt: skip
 
 
+def is_solve_try(records: list[dict]) -> bool:
+    """A tagged Stackelberg group whose runs differ from a fresh untagged run of their variant only in
+    ``SOLVE_KEYS`` (e.g. ``stsac_critic_fishercond``: ``hessian=fisher regularization_decay=condition``):
+    it trained today's base."""
+    variant, tag = records[0].get("variant"), records[0]["tag"]
+    if not tag or variant not in VARIANTS or not variant.startswith("st") or "config" not in records[0]:
+        return False
+    return all(differs_from_default(record) <= SOLVE_KEYS for record in records)
+
+
 def solve_try_verdicts(groups: dict[str, list[dict]], summary: dict[str, dict]) -> list[str]:
-    """The verdict lines of each tagged Stackelberg group whose runs differ from a fresh untagged run of
-    their variant only in ``SOLVE_KEYS`` (e.g. ``stsac_critic_fishercond``: ``hessian=fisher
-    regularization_decay=condition``), against the untagged base: it trained that same base."""
+    """The verdict lines of each solve try (:func:`is_solve_try`) against the untagged base: it trained
+    that same base."""
     lines = []
     for key, records in sorted(groups.items()):
-        env = key.split("/")[0]
-        variant, tag = records[0].get("variant"), records[0]["tag"]
-        if not tag or variant not in VARIANTS or not variant.startswith("st") or "config" not in records[0]:
-            continue
-        if all(differs_from_default(record) <= SOLVE_KEYS for record in records):
+        if is_solve_try(records):
+            env, variant = key.split("/")[0], records[0]["variant"]
             base, twin, names = next(pair for pair in PAIRS if variant.startswith(pair[1]))
             both = {k: summary[k] for k in (key, f"{env}/{base}") if k in summary}
             lines += pair_verdicts(both, base, twin, names)
+    return lines
+
+
+def per_seed_tables(groups: dict[str, list[dict]]) -> list[str]:
+    """Markdown, per env: final / AUC of every seed of SAC, the default Stackelberg SAC leaders and the
+    solve tries with at least ``MIN_SEEDS_FOR_VERDICT`` seeds, side by side on the same seeds."""
+    lines = []
+    for env in sorted({key.split("/")[0] for key in groups}):
+        keys = [f"{env}/{name}" for name in ("sac", "stsac_actor", "stsac_critic") if f"{env}/{name}" in groups]
+        keys += [
+            key
+            for key, records in sorted(groups.items())
+            if key.startswith(f"{env}/stsac_") and len(records) >= MIN_SEEDS_FOR_VERDICT and is_solve_try(records)
+        ]
+        if len(keys) < 2:
+            continue
+        cells: dict[str, dict[int, str]] = {}
+        for key in keys:
+            values = scores(groups[key])
+            cells[key] = {
+                record["seed"]: f"{final:.0f} / {auc:.0f}"
+                for record, final, auc in zip(groups[key], values["final"], values["auc"], strict=True)
+            }
+        seeds = sorted({seed for column in cells.values() for seed in column})
+        lines += [
+            f"{env}, final / AUC per seed:",
+            "",
+            "| seed | " + " | ".join(f"`{key.split('/')[1]}`" for key in keys) + " |",
+            "| --- |" + " --- |" * len(keys),
+            *(f"| {seed} | " + " | ".join(cells[key].get(seed, "–") for key in keys) + " |" for seed in seeds),
+            "",
+        ]
     return lines
 
 
@@ -383,6 +429,7 @@ def command_aggregate(args) -> None:
         "",
         *verdicts,
         "",
+        *per_seed_tables(groups),
         "Stackelberg diagnostics per batch (mean over seeds): ![diagnostics](results/offpolicy_diagnostics.png)",
         "",
         *diagnostics_table(groups),

@@ -44,11 +44,23 @@ ROWS = [
             env,
             f"{env}/sac{tag}",
             f"{env}/stsac_{leader}{tag}",
-            f"sac_{leader}",
+            "sac_critic_exact" if (leader, tag) == ("critic", "_prefix") else f"sac_{leader}",
         )
         for tag, note in (("", ""), ("_prefix", "; earlier SAC defaults"))
         for env in ("Hopper-v4", "HalfCheetah-v4")
         for leader in ("actor", "critic")
+    ),
+    *(  # the critic leader's earlier default, the actor's exact Hessian with λ = 1, under each CG rule
+        (
+            f"`stsac_mujoco.py` (critic leads, exact Hessian λ = 1, {rule} CG)",
+            "offpolicy",
+            env,
+            f"{env}/sac",
+            f"{env}/stsac_critic_{tag}",
+            "sac_critic_exact",
+        )
+        for tag, rule in (("cgmin", "smallest-residual"), ("cglast", "last-iterate"))
+        for env in ("Hopper-v4", "HalfCheetah-v4")
     ),
     (
         "`stsac_mujoco.py` (algo=sttd3, actor leads)",
@@ -90,17 +102,11 @@ ROWS = [
                 "sac_actor_condition",
                 ("Hopper-v4", "HalfCheetah-v4"),
             ),
-            (
-                "critic leads, Fisher + condition-λ κ = 100",
+            (  # today's critic-leader default, before the CG fix (on HalfCheetah: the default row)
+                "critic leads, Fisher + condition-λ κ = 100, smallest-residual CG",
                 "stsac_critic_fishercond",
-                "sac_critic_fisher",
+                "sac_critic",
                 ("Hopper-v4",),
-            ),
-            (  # HalfCheetah's Fisher runs after the CG fix: the earlier rule returned x = 0 on most batches there
-                "critic leads, Fisher + condition-λ κ = 100, last-iterate CG",
-                "stsac_critic_fishercond_cglast",
-                "sac_critic_fisher",
-                ("HalfCheetah-v4",),
             ),
         )
         for env in envs
@@ -109,7 +115,7 @@ ROWS = [
 BASE_NAMES = {
     **dict.fromkeys(("pg", "pg_condition"), "AC"),
     **dict.fromkeys(("ppo", "ppo_condition"), "PPO"),
-    **dict.fromkeys(("sac_actor", "sac_critic", "sac_actor_condition", "sac_critic_fisher"), "SAC"),
+    **dict.fromkeys(("sac_actor", "sac_critic", "sac_critic_exact", "sac_actor_condition"), "SAC"),
     "td3": "TD3",
 }
 
@@ -126,10 +132,10 @@ def costs() -> dict[str, str]:
         "pg_condition": pg["stac_condition_k100"],  # κ sets λ, not the work: timed at κ = 100
         "ppo": ppo,
         "sac_actor": offpolicy["ratio_default"],
-        "sac_critic": seconds[CRITIC_LEADS_NAME] / seconds[PLAIN["sac"]],
+        "sac_critic": seconds[CRITIC_FISHER_NAME] / seconds[PLAIN["sac"]],
+        "sac_critic_exact": seconds[CRITIC_LEADS_NAME] / seconds[PLAIN["sac"]],
         "td3": seconds[TD3_DEFAULT_NAME] / seconds[PLAIN["td3"]],
         "sac_actor_condition": seconds[ACTOR_CONDITION_NAME] / seconds[PLAIN["sac"]],
-        "sac_critic_fisher": seconds[CRITIC_FISHER_NAME] / seconds[PLAIN["sac"]],
     }
     cost = {key: f"{ratio:.2f}×" for key, ratio in ratios.items()}
     ppo_condition = RESULTS / "ppo_overhead_condition.json"  # bench_ppo_overhead.py --output

@@ -275,12 +275,21 @@ def test_a_tagged_stackelberg_try_is_judged_against_the_untagged_base_only_if_it
         "- **Hopper-v4, stsac_critic_fishercond vs SAC** (3 vs 3 seeds): final return STSAC loses"
     )
     assert "-1000.0 (1001.0 vs 2001.0)" in lines[0]
+    # the per-seed table sets the same groups side by side, seed by seed (AUC: the curve's mean)
+    table = bench_offpolicy.per_seed_tables(groups)
+    assert table[2:5] == [
+        "| seed | `sac` | `stsac_critic_fishercond` |",
+        "| --- | --- | --- |",
+        "| 0 | 2000 / 1500 | 1000 / 750 |",
+    ]
+    assert table[6] == "| 2 | 2002 / 1502 | 1002 / 752 |"
 
 
 def test_readme_table_gives_no_verdict_below_the_seed_floor(tmp_path, monkeypatch):
     """One seed far above the base is not a win: its bootstrap interval is a point. Each leader's row
-    gets its own leader's cost (the critic's: the median of its timings over plain SAC's), the TD3
-    row its twin's over plain TD3's, and a condition-λ row its own variant's (PPO's is not timed)."""
+    gets its own leader's cost (the critic's: its default's, Fisher + condition-λ, median timing over
+    plain SAC's; the exact-Hessian rows the exact solve's), the TD3 row its twin's over plain TD3's,
+    and a condition-λ row its own variant's (PPO's is not timed)."""
     files = {
         "bench_update.json": {"stac_over_ac": {"stac": 1.0, "stac_condition_k100": 1.1}},
         "ppo_overhead.json": {"median_ratio": 1.0},
@@ -309,6 +318,7 @@ def test_readme_table_gives_no_verdict_below_the_seed_floor(tmp_path, monkeypatc
             "HalfCheetah-v4/td3": bench_stats.summarize(records([20.0, 21.0, 22.0])),
             "HalfCheetah-v4/sttd3_actor": bench_stats.summarize(records([1.0, 2.0, 3.0])),
             "Hopper-v4/stsac_critic_fishercond": bench_stats.summarize(records([20.0, 21.0, 22.0])),
+            "Hopper-v4/stsac_critic_cgmin": bench_stats.summarize(records([11.0, 12.0, 13.0])),
         },
     }
     for name, content in files.items():
@@ -319,15 +329,17 @@ def test_readme_table_gives_no_verdict_below_the_seed_floor(tmp_path, monkeypatc
         "| 1 vs 5 | SAC 12 | 100 | 1.50× | no verdict yet |"
     )
     assert rows[("| `stsac_mujoco.py` (actor leads)", "HalfCheetah-v4")].endswith("| 1.50× | win / win |")
-    assert rows[("| `stsac_mujoco.py` (critic leads)", "HalfCheetah-v4")].endswith("| 1.25× | tie / tie |")
+    assert rows[("| `stsac_mujoco.py` (critic leads)", "HalfCheetah-v4")].endswith("| 2.00× | tie / tie |")
+    exact = ("| `stsac_mujoco.py` (critic leads, exact Hessian λ = 1, smallest-residual CG)", "Hopper-v4")
+    assert rows[exact].endswith("| 3 vs 5 | SAC 12 | 12 | 1.25× | tie / tie |")
     assert rows[("| `stsac_mujoco.py` (algo=sttd3, actor leads)", "HalfCheetah-v4")].endswith(
         "| 3 vs 3 | TD3 21 | 2 | 1.75× | loss / loss |"
     )
-    fisher = ("| `stsac_mujoco.py` (critic leads, Fisher + condition-λ κ = 100)", "Hopper-v4")
+    fisher = ("| `stsac_mujoco.py` (critic leads, Fisher + condition-λ κ = 100, smallest-residual CG)", "Hopper-v4")
     assert rows[fisher].endswith("| 3 vs 5 | SAC 12 | 21 | 2.00× | win / win |")
     ppo = ("| `stppo_mujoco.py` (condition-λ κ = 10, bound ρ = 1)", "Hopper-v4")
     assert rows[ppo].endswith("| PPO 11 | 11 | not timed | tie / tie |")
-    assert len(rows) == 6
+    assert len(rows) == 7
 
 
 def test_readme_cost_of_condition_ppo_comes_from_its_own_overhead_run(tmp_path, monkeypatch):
