@@ -111,7 +111,10 @@ def test_minibatch_critic_uses_the_replay_buffer(tmp_path, monkeypatch):
 
 
 REFERENCE = ROOT / "tests" / "data" / "recipe_reference.pt"
-SAC_DEFAULTS_THEN = ["actor_lr=3e-4", "critic_lr=3e-4", "alpha_init=1.0", "fixed_alpha=false"]
+SAC_DEFAULTS_THEN = [
+    *("actor_lr=3e-4", "critic_lr=3e-4", "alpha_init=1.0", "fixed_alpha=false"),
+    *("hessian=exact", "regularization_decay=none"),  # every leader's solve then
+]
 
 
 @pytest.mark.parametrize(
@@ -124,7 +127,8 @@ def test_same_parameters_as_before_the_recipe_refactor(tmp_path, case):
     checkpoint and an episode restart at 200): the paper's loop and PPO as trained before the recipes'
     split into modules (commit 0535813), PPO and SAC as trained before architecture v3 (commit d711b86).
     The same seed and overrides must give the same parameters. The SAC cases ran on the off-policy
-    recipe's earlier defaults (TorchRL's SAC settings), which ``SAC_DEFAULTS_THEN`` restores. The two
+    recipe's earlier defaults (TorchRL's SAC settings, and the critic leader's exact Hessian with λ = 1,
+    its default before commit 9ef1ebd), which ``SAC_DEFAULTS_THEN`` restores. The two
     Stackelberg SAC cases were regenerated when CG changed from its smallest-residual iterate to its
     last one (commit 58f8527), which changes their solves by design; the other six were unchanged by it."""
     reference = torch.load(REFERENCE, weights_only=False)[case]
