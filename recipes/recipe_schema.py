@@ -202,7 +202,7 @@ def offpolicy_learning_rates(cfg: DictConfig) -> tuple[float, float]:
 def offpolicy_curvature(cfg: DictConfig) -> tuple[str, str]:
     """``(hessian, regularization_decay)`` of the off-policy recipe: as configured, else the leader's own.
     SAC's critic leader inverts the policy's Fisher information with λ from the conditioning (with the
-    actor's exact, indefinite Hessian and λ = 1, its HalfCheetah runs collapsed: benchmarks/RESULTS.md);
+    actor's exact, indefinite Hessian and λ = 1 it lost to SAC on HalfCheetah: benchmarks/RESULTS.md);
     every other leader the exact Hessian with a constant λ. A Fisher solve defaults to condition-λ."""
     critic_leads_sac = cfg.algo == "stsac" and cfg.leader == "critic"
     hessian = cfg.hessian if cfg.hessian is not None else ("fisher" if critic_leads_sac else "exact")
