@@ -137,7 +137,7 @@ def test_plain_sac_and_exact_resume_with_the_replay_buffer(tmp_path):
 )
 def test_each_leader_gets_its_own_curvature_unless_configured(overrides, expected):
     """Null ``hessian`` / ``regularization_decay``: SAC's critic leader inverts the policy's Fisher
-    information with λ from the conditioning (its exact Hessian with λ = 1 collapsed HalfCheetah runs,
+    information with λ from the conditioning (with its exact Hessian and λ = 1 it lost to SAC on HalfCheetah,
     benchmarks/RESULTS.md); every other leader the exact Hessian with a constant λ. An explicit value wins."""
     assert offpolicy_curvature(load_config("config_stsac", overrides)) == expected
 
