@@ -42,7 +42,7 @@ def _key(
     hint: str | None = None,
 ) -> Any:
     """A schema field: ``choices``, or bounds ``low <= value <= high`` / ``value > above``; ``hint``:
-    what a required key (default ``???``) expects."""
+    what a required key (default ``???``) expects, or what an optional key's null means."""
     metadata = {"choices": choices, "low": low, "high": high, "above": above, "hint": hint}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=metadata)
@@ -69,14 +69,14 @@ class OnPolicyConfig:
     regularization_scale: str = _key("absolute", choices=("absolute", "trace"))  # trace: λ × tr(H)/n
     condition_number: float = _key(100.0, above=1.0)  # κ of regularization_decay=condition
     eigenvalue_every: int = _key(1, low=1)  # condition: Lanczos re-estimate every n corrections
-    correction_max_ratio: float | None = _key(None, above=0.0)  # ‖correction‖ <= ρ‖partial gradient‖; null: off
+    correction_max_ratio: float | None = _key(None, above=0.0, hint="null: off")  # ‖correction‖ <= ρ‖partial gradient‖
     actor_lr: float = _key(0.05, above=0.0)  # αθ (paper, Figure 1)
     critic_lr: float = _key(0.01, above=0.0)  # αw (paper, Figure 1)
     optimizer: str = _key("sgd", choices=("sgd", "adam"))  # sgd: the paper's plain gradient steps
     gamma: float = _key(0.99, low=0.0, high=1.0)
     gae_lambda: float = _key(0.95, low=0.0, high=1.0)  # GAE for the actor's advantages
-    max_grad_norm: float | None = _key(1.0, above=0.0)  # clip the actor's total gradient; null: off
-    entropy_coeff: float | None = _key(None, low=0.0)  # no entropy bonus in the paper
+    max_grad_norm: float | None = _key(1.0, above=0.0, hint="null: off")  # clip the actor's total gradient
+    entropy_coeff: float | None = _key(None, low=0.0, hint="null: off")  # no entropy bonus in the paper
     cg_iterations: int = _key(10, low=1)  # CG iterations of the solve (H + λI) x = b
     hessian: str = _key("exact", choices=("exact", "gauss_newton"))  # critic Hessian in the solve
     curvature_fallback: str | None = _key("gauss_newton", choices=("gauss_newton", None))
@@ -97,7 +97,7 @@ class StacConfig(OnPolicyConfig):
     """STAC / AC: the paper's Algorithm 1 (``recipes/stac_mujoco.py``)."""
 
     critic_steps: int = _key(80, low=1)  # k, unrolled critic steps per batch (paper: k in {1, 80})
-    critic_minibatch_size: int | None = _key(None, low=1)  # null: full-batch critic steps (paper)
+    critic_minibatch_size: int | None = _key(None, low=1, hint="null: full-batch critic steps (paper)")
     normalize_advantage: bool = True  # Â / std(Â): scale-free actor learning rates
 
 
@@ -112,7 +112,7 @@ class StppoConfig(OnPolicyConfig):
     optimizer: str = _key("adam", choices=("sgd", "adam"))  # Adam(eps=1e-5), one per player
     actor_lr: float = _key(3e-4, above=0.0)
     critic_lr: float = _key(3e-4, above=0.0)
-    max_grad_norm: float | None = _key(0.5, above=0.0)  # PPO's usual clip (baselines, SB3, CleanRL)
+    max_grad_norm: float | None = _key(0.5, above=0.0, hint="null: off")  # PPO's usual clip (baselines, SB3, CleanRL)
     regularization: float = _key(1e6, low=0.0)  # λ relative to the critic Hessian's mean diagonal (benchmarked)
     regularization_scale: str = _key("trace", choices=("absolute", "trace"))
     ppo_epochs: int = _key(10, low=1)  # passes over each batch
@@ -142,8 +142,8 @@ class StsacConfig:
     batch_size: int = _key(256, low=1)  # minibatch of both players' losses
     buffer_size: int = _key(1_000_000, low=1)
     num_cells: list[int] = _key([256, 256], low=1)  # ReLU MLPs (TorchRL's SAC)
-    actor_lr: float | None = _key(None, above=0.0)  # Adam; null: the base's own (OFFPOLICY_LEARNING_RATE)
-    critic_lr: float | None = _key(None, above=0.0)
+    actor_lr: float | None = _key(None, above=0.0, hint="null: the base's own")  # Adam (OFFPOLICY_LEARNING_RATE)
+    critic_lr: float | None = _key(None, above=0.0, hint="null: the base's own")
     alpha_lr: float = _key(3e-4, above=0.0)  # SAC's temperature, with fixed_alpha=false
     alpha_init: float = _key(0.2, above=0.0)  # SAC's entropy temperature α
     fixed_alpha: bool = True  # keep α at alpha_init; false: learn α towards −(action dims) entropy
@@ -162,16 +162,18 @@ class StsacConfig:
     regularization: float = _key(1.0, low=0.0)  # λ
     # exp: λ halves every half-life; condition: λ from the follower Hessian's spectrum, cond(H + λI) <= κ;
     # null: the leader's own (offpolicy_curvature)
-    regularization_decay: str | None = _key(None, choices=(None, "none", "exp", "condition"))
+    regularization_decay: str | None = _key(
+        None, choices=(None, "none", "exp", "condition"), hint="null: the leader's own"
+    )
     regularization_half_life: float = _key(100_000.0, above=0.0)  # in updates
     regularization_floor: float = _key(0.0, low=0.0)  # λ decays towards this value (condition: λ >= it)
     condition_number: float = _key(100.0, above=1.0)  # κ of regularization_decay=condition
     eigenvalue_every: int = _key(10, low=1)  # condition: Lanczos re-estimate every n corrections
-    correction_max_ratio: float | None = _key(None, above=0.0)  # ‖correction‖ <= ρ‖partial gradient‖; null: off
+    correction_max_ratio: float | None = _key(None, above=0.0, hint="null: off")  # ‖correction‖ <= ρ‖partial gradient‖
     cg_iterations: int = _key(3, low=1)  # warm-started from the previous correction's solution
     # gauss_newton: leader=actor only; fisher: leader=critic, algo=stsac (the policy's Fisher information);
     # null: the leader's own (offpolicy_curvature)
-    hessian: str | None = _key(None, choices=(None, "exact", "gauss_newton", "fisher"))
+    hessian: str | None = _key(None, choices=(None, "exact", "gauss_newton", "fisher"), hint="null: the leader's own")
     curvature_fallback: str | None = _key("gauss_newton", choices=("gauss_newton", None))  # leader=actor only
     eigenvalue_steps: int = _key(0, low=0)  # Lanczos steps for the follower Hessian's extreme eigenvalues
     correction_every: int = _key(4, low=1)  # the Stackelberg correction on one update in n (plain SAC between)
@@ -255,8 +257,9 @@ def _schema_for(cfg: DictConfig) -> type:
 def allowed(schema: type, name: str) -> str:
     """What ``name`` accepts, in words (for error messages)."""
     meta = next(f for f in fields(schema) if f.name == name).metadata
+    note = f" ({meta['hint']})" if meta.get("hint") else ""
     if meta.get("choices"):
-        return "one of " + ", ".join("null" if c is None else repr(c) for c in meta["choices"])
+        return "one of " + ", ".join("null" if c is None else repr(c) for c in meta["choices"]) + note
     hint = typing.get_type_hints(schema)[name]
     optional = isinstance(hint, types.UnionType) and type(None) in typing.get_args(hint)
     base = next(t for t in typing.get_args(hint) if t is not type(None)) if optional else hint
@@ -270,7 +273,7 @@ def allowed(schema: type, name: str) -> str:
         noun += f" >= {meta['low']:g}"
     if meta.get("above") is not None:
         noun += f" > {meta['above']:g}"
-    return ("null or " if optional else "") + noun
+    return ("null or " if optional else "") + noun + note
 
 
 def _bad(schema: type, name: str, value: Any) -> ConfigError:

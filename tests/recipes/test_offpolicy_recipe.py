@@ -142,6 +142,13 @@ def test_each_leader_gets_its_own_curvature_unless_configured(overrides, expecte
     assert offpolicy_curvature(load_config("config_stsac", overrides)) == expected
 
 
+def test_a_bad_curvature_key_says_what_null_means():
+    with pytest.raises(ConfigError, match=r"'fisher' \(null: the leader's own\)\.$"):
+        validate(load_config("config_stsac", ["hessian=diag"]))
+    with pytest.raises(ConfigError, match=r"'condition' \(null: the leader's own\)\.$"):
+        validate(load_config("config_stsac", ["regularization_decay=linear"]))
+
+
 def test_critic_leader_rejects_gauss_newton():
     with pytest.raises(ConfigError, match="no Gauss-Newton form"):
         train(load_config("config_stsac", ["leader=critic", "hessian=gauss_newton", *TINY]), None)
