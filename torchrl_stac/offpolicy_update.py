@@ -57,6 +57,8 @@ class StackelbergUpdate:
         hessian: ``"exact"``, ``"gauss_newton"`` (critic follower only: (2/B) Σ_j J_jᵀJ_j) or
             ``"fisher"`` (actor follower of SAC only: the policy's Fisher information, the Hessian of
             the mean KL(π_θ̄ ‖ π_θ) at θ̄ = θ; positive semi-definite where ∇²_θ f_A is indefinite).
+            Default ``None``: the leader's own, ``"fisher"`` for SAC's critic leader (with the actor's
+            exact Hessian it lost to SAC on HalfCheetah, benchmarks/RESULTS.md), else ``"exact"``.
         correction_every: correct the leader's gradient on one update in ``n``; the others are
             plain updates (``corrected = 0`` in their diagnostics, and no ``regularization``: they
             solve nothing, so a per-batch mean of λ is over the corrected updates alone).
@@ -68,12 +70,14 @@ class StackelbergUpdate:
         *,
         leader: Literal["actor", "critic"] = "actor",
         solver: FollowerSolver | None = None,
-        hessian: Literal["exact", "gauss_newton", "fisher"] = "exact",
+        hessian: Literal["exact", "gauss_newton", "fisher"] | None = None,
         correction_every: int = 1,
     ):
         solver = solver or FollowerSolver.safe()
         if leader not in ("actor", "critic"):
             raise ValueError(f"unknown leader {leader!r}: choose one of ('actor', 'critic').")
+        if hessian is None:
+            hessian = "fisher" if leader == "critic" and hasattr(loss, "policy_normal") else "exact"
         if hessian not in ("exact", "gauss_newton", "fisher"):
             raise ValueError(f"unknown hessian {hessian!r}: choose one of ('exact', 'gauss_newton', 'fisher').")
         if (hessian == "gauss_newton" or solver.curvature_fallback) and leader == "critic":

@@ -178,6 +178,20 @@ def test_fisher_makes_the_critic_leader_correction_act_where_the_exact_hessian_i
         StackelbergUpdate(tiny_sac(), leader="actor", hessian="fisher")
 
 
+def test_sacs_critic_leader_inverts_the_fisher_information_unless_told_otherwise():
+    """``StackelbergUpdate(loss, leader="critic")`` on SAC solves with the policy's Fisher information,
+    the recipe's default (benchmarks/RESULTS.md); the actor leader with the critics' exact Hessian."""
+    for leader, own, other in (("critic", "fisher", "exact"), ("actor", "exact", "gauss_newton")):
+        grads = {}
+        for hessian in (None, own, other):
+            loss, td = tiny_sac(seed=3), batch(64, seed=3)
+            solver = FollowerSolver(1.0, curvature_fallback=None)
+            StackelbergUpdate(loss, leader=leader, hessian=hessian, solver=solver)(td)
+            grads[hessian] = torch.cat([p.grad.reshape(-1) for p in loss.critic_params + loss.actor_params])
+        torch.testing.assert_close(grads[None], grads[own], rtol=0, atol=0)
+        assert not torch.allclose(grads[None], grads[other])
+
+
 def explicit_matrix_of_actor_loss() -> torch.Tensor:
     loss, td = tiny_sac(seed=3), batch(64, seed=3)
     loss.draw_noise(td)
