@@ -24,6 +24,8 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from torchrl_stac.offpolicy_update import default_hessian
+
 
 class ConfigError(ValueError):
     """A configuration that cannot train; the message says what to change."""
@@ -202,12 +204,12 @@ def offpolicy_learning_rates(cfg: DictConfig) -> tuple[float, float]:
 
 
 def offpolicy_curvature(cfg: DictConfig) -> tuple[str, str]:
-    """``(hessian, regularization_decay)`` of the off-policy recipe: as configured, else the leader's own.
-    SAC's critic leader inverts the policy's Fisher information with λ from the conditioning (with the
-    actor's exact, indefinite Hessian and λ = 1 it lost to SAC on HalfCheetah: benchmarks/RESULTS.md);
-    every other leader the exact Hessian with a constant λ. A Fisher solve defaults to condition-λ."""
-    critic_leads_sac = cfg.algo == "stsac" and cfg.leader == "critic"
-    hessian = cfg.hessian if cfg.hessian is not None else ("fisher" if critic_leads_sac else "exact")
+    """``(hessian, regularization_decay)`` of the off-policy recipe: as configured, else the leader's own,
+    the library's :func:`~torchrl_stac.offpolicy_update.default_hessian` (SAC's critic leader inverts
+    the policy's Fisher information, every other leader the exact Hessian). A Fisher solve defaults to
+    λ from the conditioning, an exact one to a constant λ."""
+    own = default_hessian(cfg.leader, stochastic_actor=cfg.algo == "stsac")
+    hessian = cfg.hessian if cfg.hessian is not None else own
     decay = cfg.regularization_decay
     return hessian, decay if decay is not None else ("condition" if hessian == "fisher" else "none")
 

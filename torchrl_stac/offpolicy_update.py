@@ -26,6 +26,13 @@ def _set_alpha_gradient(loss: TwinQLoss, tensordict: TensorDictBase, log_prob: t
         loss.log_alpha.grad = torch.autograd.grad(loss_alpha, loss.log_alpha)[0]
 
 
+def default_hessian(leader: Literal["actor", "critic"], stochastic_actor: bool) -> Literal["exact", "fisher"]:
+    """The follower curvature a leader inverts unless told: the policy's Fisher information when a
+    stochastic actor (SAC's) follows the critic (with the actor's exact, indefinite Hessian that
+    leader lost to SAC on HalfCheetah, benchmarks/RESULTS.md), else the exact Hessian."""
+    return "fisher" if leader == "critic" and stochastic_actor else "exact"
+
+
 def plain_gradients(loss: TwinQLoss, tensordict: TensorDictBase) -> TensorDictBase:
     """Each player's ``.grad`` is its own partial gradient (∇_θ f_A, ∇_w f_C), α's its own: TorchRL's
     SAC (the target's θ-dependence plays no role). Returns ``loss_actor``, ``loss_qvalue`` and the
@@ -57,8 +64,8 @@ class StackelbergUpdate:
         hessian: ``"exact"``, ``"gauss_newton"`` (critic follower only: (2/B) Σ_j J_jᵀJ_j) or
             ``"fisher"`` (actor follower of SAC only: the policy's Fisher information, the Hessian of
             the mean KL(π_θ̄ ‖ π_θ) at θ̄ = θ; positive semi-definite where ∇²_θ f_A is indefinite).
-            Default ``None``: the leader's own, ``"fisher"`` for SAC's critic leader (with the actor's
-            exact Hessian it lost to SAC on HalfCheetah, benchmarks/RESULTS.md), else ``"exact"``.
+            Default ``None``: the leader's own (:func:`default_hessian`): ``"fisher"`` for SAC's
+            critic leader, else ``"exact"``.
         correction_every: correct the leader's gradient on one update in ``n``; the others are
             plain updates (``corrected = 0`` in their diagnostics, and no ``regularization``: they
             solve nothing, so a per-batch mean of λ is over the corrected updates alone).
@@ -77,7 +84,7 @@ class StackelbergUpdate:
         if leader not in ("actor", "critic"):
             raise ValueError(f"unknown leader {leader!r}: choose one of ('actor', 'critic').")
         if hessian is None:
-            hessian = "fisher" if leader == "critic" and hasattr(loss, "policy_normal") else "exact"
+            hessian = default_hessian(leader, stochastic_actor=hasattr(loss, "policy_normal"))
         if hessian not in ("exact", "gauss_newton", "fisher"):
             raise ValueError(f"unknown hessian {hessian!r}: choose one of ('exact', 'gauss_newton', 'fisher').")
         if (hessian == "gauss_newton" or solver.curvature_fallback) and leader == "critic":
