@@ -76,6 +76,16 @@ def orthogonal(net: nn.Module, gain: float) -> nn.Module:
     return net
 
 
+def glorot(net: nn.Module) -> nn.Module:
+    """Glorot-uniform weights and zero biases for every linear layer of ``net`` (in place): the SAC
+    authors' initialisation, where PyTorch's default draws both from U(±1/√fan_in)."""
+    for layer in net.modules():
+        if isinstance(layer, nn.Linear):
+            torch.nn.init.xavier_uniform_(layer.weight)
+            layer.bias.data.zero_()
+    return net
+
+
 def q_critics(env: EnvBase, cells: list[int], device: str, count: int) -> list[ValueOperator]:
     """``count`` ReLU MLP Q critics on (observation, action) (TorchRL's SAC and TD3 critics)."""
     obs_dim = env.observation_spec["observation"].shape[-1]

@@ -153,6 +153,9 @@ class StsacConfig:
     # the actor's standard deviation from its raw output: TorchRL's biased softplus (never below 0.01,
     # whatever scale_lb), or exp (SB3's and Tianshou's exp(log-std); with scale_lb=2e-9, their floor)
     scale_mapping: str = _key("biased_softplus_1.0", choices=("biased_softplus_1.0", "exp"))
+    # torch: PyTorch's default (TorchRL's, SB3's and Tianshou's SAC); glorot: Glorot-uniform weights and
+    # zero biases for the actor and the critics (the SAC authors')
+    network_init: str = _key("torch", choices=("torch", "glorot"))
     update_order: str = _key("joint", choices=("joint", "critic_first"))  # critic_first: algo=sac, SB3's order
     reference_loss: bool = False  # algo=sac: TorchRL's own SACLoss in this loop (a check of the base)
     exploration_noise: float = _key(0.1, low=0.0)  # TD3/DDPG: Gaussian action noise while collecting

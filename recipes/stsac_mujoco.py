@@ -29,7 +29,7 @@ import recipe_cli
 from recipe_checkpoints import CompactReplay
 from recipe_envs import make_collector, make_env, policy_evaluator
 from recipe_losses import make_offpolicy, make_optimizer
-from recipe_models import make_deterministic_models, make_sac_models
+from recipe_models import glorot, make_deterministic_models, make_sac_models
 from recipe_run import TrainingRun
 from recipe_schema import (
     ConfigError,
@@ -84,6 +84,9 @@ def train(cfg: DictConfig, run_dir: Path | None) -> dict[str, Any]:
         actor, policy, critics = make_deterministic_models(
             eval_env, cfg.num_cells, cfg.device, cfg.exploration_noise, critic_count
         )
+    if cfg.network_init == "glorot":
+        for net in (actor, *critics):
+            glorot(net)
     loss, stackelberg = make_offpolicy(cfg, actor, critics, eval_env.action_spec_unbatched)
     actor_lr, critic_lr = offpolicy_learning_rates(cfg)
     actor_opt = make_optimizer("adam", loss.actor_params, actor_lr)

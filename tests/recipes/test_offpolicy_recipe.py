@@ -12,10 +12,11 @@ import pytest
 import torch
 from tensordict import TensorDict
 
+import stsac_mujoco
 from recipe_checkpoints import list_checkpoints, read_checkpoint
 from recipe_envs import make_collector, make_env, start_fresh_episodes
 from recipe_losses import TorchRLSAC
-from recipe_models import make_sac_models
+from recipe_models import glorot, make_sac_models
 from recipe_schema import ConfigError, load_config, offpolicy_curvature, offpolicy_learning_rates, validate
 from stsac_mujoco import train
 from torchrl_stac import StackelbergSACLoss, plain_gradients
@@ -323,3 +324,28 @@ def test_defaults_are_tianshous_sac_settings_and_each_base_gets_its_own_learning
     assert offpolicy_learning_rates(load_config("config_stsac", ["algo=ddpg", "critic_lr=0.002"])) == (1e-3, 2e-3)
     with pytest.raises(ConfigError, match="actor_lr=0.0 is not allowed: expected null or a finite number > 0"):
         validate(load_config("config_stsac", ["actor_lr=0"]))
+
+
+def test_glorot_draws_the_sac_authors_initialisation():
+    """Glorot-uniform weights, U(±√(6 / (fan_in + fan_out))), and zero biases in every linear layer,
+    where PyTorch's default draws both from U(±1/√fan_in)."""
+    torch.manual_seed(0)
+    actor, critics = make_sac_models(make_env("Hopper-v4", 1), [256, 256], "cpu")
+    for net in (actor, *critics):
+        linears = [layer for layer in net.modules() if isinstance(layer, torch.nn.Linear)]
+        assert len(linears) == 3 and all(layer.bias.abs().sum() > 0 for layer in linears)  # PyTorch's draw
+        glorot(net)
+        for layer in linears:
+            fan_out, fan_in = layer.weight.shape
+            bound = math.sqrt(6.0 / (fan_in + fan_out))
+            assert torch.equal(layer.bias, torch.zeros_like(layer.bias))
+            assert layer.weight.abs().max() <= bound and layer.weight.abs().max() > 0.95 * bound
+            assert abs(layer.weight.std().item() - bound / math.sqrt(3.0)) < 0.05 * bound  # uniform's std
+
+
+@pytest.mark.parametrize("init,initialised", [("torch", 0), ("glorot", 3)])
+def test_network_init_reaches_the_actor_and_both_critics(tmp_path, monkeypatch, init, initialised):
+    seen = []
+    monkeypatch.setattr(stsac_mujoco, "glorot", lambda net: seen.append(net) or glorot(net))
+    train(load_config("config_stsac", ["algo=sac", f"network_init={init}", "total_frames=200", *TINY]), tmp_path)
+    assert len(seen) == initialised and len({id(net) for net in seen}) == initialised
