@@ -8,7 +8,9 @@ minibatches from its replay buffer and, for each, computes the leader's correcti
 c = total − partial with CG capped at each of ``caps`` iterations (from the checkpoint's warm start,
 as in training) and converged (CG to a relative residual of 1e-6, at most 500 iterations), on the
 same minibatch, noise draw and λ. Per cap, medians over the batches: cos(c, c*), ‖c‖ / ‖c*‖, CG's
-relative residual ‖(H + λI)x − b‖ / ‖b‖, and cos(total, total*), with ‖c*‖ / ‖partial‖ for scale.
+relative residual ‖(H + λI)x − b‖ / ‖b‖, and cos(total, total*), with ‖c*‖ / ‖partial‖ for scale;
+the share of batches where CG met non-positive curvature and re-solved with Gauss-Newton (the actor
+leader's fallback; the converged solve's share too, since its matrix then differs).
 Prints a table; writes ``benchmarks/results/cg_accuracy/<run>.json``.
 """
 
@@ -98,12 +100,21 @@ def measure(update: StackelbergUpdate, replay: ReplayBuffer, caps: list[int], ba
                     "norm_ratio": (correction.norm() / correction_star.norm()).item(),
                     "relative_residual": diagnostics["relative_residual"],
                     "cosine_total": cosine(total, total_star, 0).item(),
+                    "nonpositive_curvature": diagnostics["nonpositive_curvature"],
+                    "gauss_newton_fallback": diagnostics.get("gauss_newton_fallback", 0.0),
+                    "converged_fallback": converged.get("gauss_newton_fallback", 0.0),
                     "converged_correction_ratio": (correction_star.norm() / partial.norm()).item(),
                     "converged_iterations": converged["solver_iterations"],
                     "regularization": converged["regularization"],
                 }
             )
-    return {cap: {key: statistics.median(row[key] for row in rows) for key in rows[0]} for cap, rows in per_cap.items()}
+    shares = ("nonpositive_curvature", "gauss_newton_fallback", "converged_fallback")  # 0/1 flags: their mean
+    return {
+        cap: {
+            key: (statistics.mean if key in shares else statistics.median)(row[key] for row in rows) for key in rows[0]
+        }
+        for cap, rows in per_cap.items()
+    }
 
 
 def main() -> None:
@@ -121,12 +132,17 @@ def main() -> None:
     update, replay, about = load_run(args.run_dir)
     result = measure(update, replay, caps, args.batches)
     print(f"{about['run']} ({about['checkpoint']}): {about['algo']} leader={about['leader']} {about['hessian']}")
-    print("| CG cap | cos(c, c*) | ‖c‖/‖c*‖ | relative residual | cos(total, total*) | ‖c*‖/‖partial‖ | λ |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(
+        "| CG cap | cos(c, c*) | ‖c‖/‖c*‖ | relative residual | cos(total, total*) | ‖c*‖/‖partial‖ | λ "
+        "| non-positive curvature | Gauss-Newton re-solve (converged) |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for cap, row in result.items():
         print(
             f"| {cap} | {row['cosine_correction']:.3f} | {row['norm_ratio']:.2f} | {row['relative_residual']:.3f} "
-            f"| {row['cosine_total']:.5f} | {row['converged_correction_ratio']:.3f} | {row['regularization']:.3g} |"
+            f"| {row['cosine_total']:.5f} | {row['converged_correction_ratio']:.3f} | {row['regularization']:.3g} "
+            f"| {row['nonpositive_curvature']:.2f} "
+            f"| {row['gauss_newton_fallback']:.2f} ({row['converged_fallback']:.2f}) |"
         )
     output = args.output or RESULTS / f"{about['run']}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
