@@ -7,11 +7,11 @@ replay buffer and follower-solver state: λ's eigenvalue estimate and CG's warm 
 minibatches from its replay buffer and, for each, computes the leader's correction
 c = total − partial with CG capped at each of ``caps`` iterations (from the checkpoint's warm start,
 as in training) and converged (CG to a relative residual of 1e-6, at most 3000 iterations, and
-refused above 1e-4), on the
-same minibatch, noise draw and λ. Per cap, medians over the batches: cos(c, c*), ‖c‖ / ‖c*‖, CG's
-relative residual ‖(H + λI)x − b‖ / ‖b‖, and cos(total, total*), with ‖c*‖ / ‖partial‖ for scale;
-the share of batches where CG met non-positive curvature and re-solved with Gauss-Newton (the actor
-leader's fallback; the converged solve's share too, since its matrix then differs).
+refused above 1e-4), on the same minibatch, noise draw and λ. Per cap, medians over the batches:
+cos(c, c*), ‖c‖ / ‖c*‖, CG's relative residual ‖(H + λI)x − b‖ / ‖b‖, and cos(total, total*), with
+‖c*‖ / ‖partial‖ for scale; the share of batches where CG met non-positive curvature and re-solved
+with Gauss-Newton (the actor leader's fallback; the converged solve's share too, since its matrix
+then differs).
 Prints a table; writes ``benchmarks/results/cg_accuracy/<run>.json``.
 """
 
@@ -36,7 +36,7 @@ from torchrl.data import LazyTensorStorage, ReplayBuffer  # noqa: E402
 from recipe_checkpoints import CompactReplay, list_checkpoints, read_checkpoint  # noqa: E402
 from recipe_envs import make_env  # noqa: E402
 from recipe_losses import make_offpolicy  # noqa: E402
-from recipe_models import make_deterministic_models, make_sac_models  # noqa: E402
+from recipe_models import make_offpolicy_models  # noqa: E402
 from torchrl_stac import StackelbergUpdate, plain_gradients  # noqa: E402
 
 CONVERGED_ITERATIONS = 3000  # CG stops earlier, at its tolerance (1e-6)
@@ -52,12 +52,9 @@ def load_run(run_dir: Path) -> tuple[StackelbergUpdate, ReplayBuffer, dict]:
     cfg = OmegaConf.create(state["config"])
     if not cfg.algo.startswith("st"):
         raise SystemExit(f"error: {run_dir} trained algo={cfg.algo}, which solves nothing; pick a Stackelberg run")
-    env = make_env(cfg.env, 1, "cpu")
-    if cfg.algo == "stsac":
-        actor, critics = make_sac_models(env, cfg.num_cells, "cpu", cfg.scale_lb, cfg.scale_mapping)
-    else:
-        critic_count = 2 if cfg.algo == "sttd3" else 1
-        actor, _, critics = make_deterministic_models(env, cfg.num_cells, "cpu", cfg.exploration_noise, critic_count)
+    cfg.device = "cpu"
+    env = make_env(cfg.env, 1, cfg.device)
+    actor, _, critics = make_offpolicy_models(cfg, env)
     loss, update = make_offpolicy(cfg, actor, critics, env.action_spec_unbatched)
     loss.load_state_dict(state["losses"])
     update.load_state_dict(state["stackelberg"])

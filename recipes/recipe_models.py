@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
+from omegaconf import DictConfig
 from tensordict.nn import AddStateIndependentNormalScale, NormalParamExtractor, TensorDictModule, TensorDictSequential
 from torch import nn
 from torchrl.data import Categorical, OneHot
@@ -67,23 +71,24 @@ def make_models(
     return actor.to(device), critic.to(device)
 
 
-def orthogonal(net: nn.Module, gain: float) -> nn.Module:
-    """Orthogonal weights with ``gain`` and zero biases for every linear layer of ``net`` (in place)."""
+def _init_linear_layers(net: nn.Module, init_weight: Callable[[torch.Tensor], Any]) -> nn.Module:
+    """``init_weight`` on the weight and zero on the bias of every linear layer of ``net`` (in place)."""
     for layer in net.modules():
         if isinstance(layer, nn.Linear):
-            torch.nn.init.orthogonal_(layer.weight, gain)
+            init_weight(layer.weight)
             layer.bias.data.zero_()
     return net
+
+
+def orthogonal(net: nn.Module, gain: float) -> nn.Module:
+    """Orthogonal weights with ``gain`` and zero biases for every linear layer of ``net`` (in place)."""
+    return _init_linear_layers(net, lambda weight: torch.nn.init.orthogonal_(weight, gain))
 
 
 def glorot(net: nn.Module) -> nn.Module:
     """Glorot-uniform weights and zero biases for every linear layer of ``net`` (in place): the SAC
     authors' initialisation, where PyTorch's default draws both from U(±1/√fan_in)."""
-    for layer in net.modules():
-        if isinstance(layer, nn.Linear):
-            torch.nn.init.xavier_uniform_(layer.weight)
-            layer.bias.data.zero_()
-    return net
+    return _init_linear_layers(net, torch.nn.init.xavier_uniform_)
 
 
 def q_critics(env: EnvBase, cells: list[int], device: str, count: int) -> list[ValueOperator]:
@@ -152,3 +157,24 @@ def make_sac_models(
         return_log_prob=False,
     )
     return actor.to(device), q_critics(env, cells, device, 2)
+
+
+def make_offpolicy_models(
+    cfg: DictConfig, env: EnvBase
+) -> tuple[ProbabilisticActor | TensorDictSequential, TensorDictModule, list[ValueOperator]]:
+    """``recipes/stsac_mujoco.py``'s networks from its config: ``(actor, policy, critics)``, the policy
+    being what the collector runs (SAC: the actor, which explores by sampling; TD3/DDPG: the actor plus
+    Gaussian noise), initialised as ``network_init`` says (older configs lack it: PyTorch's default)."""
+    base = cfg.algo.removeprefix("st")  # sac, td3 or ddpg
+    if base == "sac":
+        actor, critics = make_sac_models(env, cfg.num_cells, cfg.device, cfg.scale_lb, cfg.scale_mapping)
+        policy = actor
+    else:
+        critic_count = 2 if base == "td3" else 1
+        actor, policy, critics = make_deterministic_models(
+            env, cfg.num_cells, cfg.device, cfg.exploration_noise, critic_count
+        )
+    if cfg.get("network_init", "torch") == "glorot":
+        for net in (actor, *critics):
+            glorot(net)
+    return actor, policy, critics

@@ -29,7 +29,7 @@ import recipe_cli
 from recipe_checkpoints import CompactReplay
 from recipe_envs import make_collector, make_env, policy_evaluator
 from recipe_losses import make_offpolicy, make_optimizer
-from recipe_models import glorot, make_deterministic_models, make_sac_models
+from recipe_models import make_offpolicy_models
 from recipe_run import TrainingRun
 from recipe_schema import (
     ConfigError,
@@ -76,17 +76,7 @@ def train(cfg: DictConfig, run_dir: Path | None) -> dict[str, Any]:
     # ---- build: networks, the two players' losses, the Stackelberg update, optimizers, replay buffer
     base = cfg.algo.removeprefix("st")  # sac, td3 or ddpg
     eval_env = make_env(cfg.env, 1, cfg.device)
-    if base == "sac":
-        actor, critics = make_sac_models(eval_env, cfg.num_cells, cfg.device, cfg.scale_lb, cfg.scale_mapping)
-        policy = actor  # explores by sampling
-    else:  # a deterministic actor; the collector's policy adds Gaussian noise
-        critic_count = 2 if base == "td3" else 1
-        actor, policy, critics = make_deterministic_models(
-            eval_env, cfg.num_cells, cfg.device, cfg.exploration_noise, critic_count
-        )
-    if cfg.network_init == "glorot":
-        for net in (actor, *critics):
-            glorot(net)
+    actor, policy, critics = make_offpolicy_models(cfg, eval_env)  # policy: what the collector runs
     loss, stackelberg = make_offpolicy(cfg, actor, critics, eval_env.action_spec_unbatched)
     actor_lr, critic_lr = offpolicy_learning_rates(cfg)
     actor_opt = make_optimizer("adam", loss.actor_params, actor_lr)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-import stsac_mujoco
+import recipe_models
 from recipe_checkpoints import list_checkpoints, read_checkpoint
 from recipe_envs import make_collector, make_env, start_fresh_episodes
 from recipe_losses import TorchRLSAC
@@ -346,6 +346,6 @@ def test_glorot_draws_the_sac_authors_initialisation():
 @pytest.mark.parametrize("init,initialised", [("torch", 0), ("glorot", 3)])
 def test_network_init_reaches_the_actor_and_both_critics(tmp_path, monkeypatch, init, initialised):
     seen = []
-    monkeypatch.setattr(stsac_mujoco, "glorot", lambda net: seen.append(net) or glorot(net))
+    monkeypatch.setattr(recipe_models, "glorot", lambda net: seen.append(net) or glorot(net))
     train(load_config("config_stsac", ["algo=sac", f"network_init={init}", "total_frames=200", *TINY]), tmp_path)
     assert len(seen) == initialised and len({id(net) for net in seen}) == initialised
