@@ -37,6 +37,7 @@ from recipe_checkpoints import CompactReplay, list_checkpoints, read_checkpoint 
 from recipe_envs import make_env  # noqa: E402
 from recipe_losses import make_offpolicy  # noqa: E402
 from recipe_models import make_offpolicy_models  # noqa: E402
+from recipe_schema import StsacConfig  # noqa: E402
 from torchrl_stac import StackelbergUpdate, plain_gradients  # noqa: E402
 
 CONVERGED_ITERATIONS = 3000  # CG stops earlier, at its tolerance (1e-6)
@@ -49,7 +50,7 @@ def load_run(run_dir: Path) -> tuple[StackelbergUpdate, ReplayBuffer, dict]:
     if not checkpoints:
         raise SystemExit(f"error: no checkpoint in {run_dir / 'checkpoints'}")
     state = read_checkpoint(checkpoints[0])
-    cfg = OmegaConf.create(state["config"])
+    cfg = OmegaConf.merge(OmegaConf.structured(StsacConfig), state["config"])  # keys added since: defaults
     if not cfg.algo.startswith("st"):
         raise SystemExit(f"error: {run_dir} trained algo={cfg.algo}, which solves nothing; pick a Stackelberg run")
     cfg.device = "cpu"

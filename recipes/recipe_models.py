@@ -164,7 +164,7 @@ def make_offpolicy_models(
 ) -> tuple[ProbabilisticActor | TensorDictSequential, TensorDictModule, list[ValueOperator]]:
     """``recipes/stsac_mujoco.py``'s networks from its config: ``(actor, policy, critics)``, the policy
     being what the collector runs (SAC: the actor, which explores by sampling; TD3/DDPG: the actor plus
-    Gaussian noise), initialised as ``network_init`` says (older configs lack it: PyTorch's default)."""
+    Gaussian noise), initialised as ``network_init`` says."""
     base = cfg.algo.removeprefix("st")  # sac, td3 or ddpg
     if base == "sac":
         actor, critics = make_sac_models(env, cfg.num_cells, cfg.device, cfg.scale_lb, cfg.scale_mapping)
@@ -174,7 +174,7 @@ def make_offpolicy_models(
         actor, policy, critics = make_deterministic_models(
             env, cfg.num_cells, cfg.device, cfg.exploration_noise, critic_count
         )
-    if cfg.get("network_init", "torch") == "glorot":
+    if cfg.network_init == "glorot":
         for net in (actor, *critics):
             glorot(net)
     return actor, policy, critics
