@@ -1,13 +1,15 @@
-"""The README's results table, generated from the result files under ``benchmarks/results/``.
+"""The results tables, generated from the result files under ``benchmarks/results/``.
 
     python benchmarks/bench_readme.py
 
-One row per (recipe, env): the base and the Stackelberg variant at the benchmarked budget (mean final
-deterministic return over seeds), the cost of a Stackelberg update relative to the base's (measured
-in the same run by ``bench_update.py``, ``bench_ppo_overhead.py`` and ``bench_offpolicy_update.py``),
-and the verdict on final return and on the area under the learning curve (a win needs separated 95%
-bootstrap CIs; fewer than ``MIN_SEEDS_FOR_VERDICT`` seeds a side: no verdict). This script is the
-only one that writes ``README.md``.
+One row per (recipe, env, Stackelberg configuration): the base and the Stackelberg variant at the
+benchmarked budget (mean final deterministic return over seeds), the cost of a Stackelberg update
+relative to the base's (measured in the same run by ``bench_update.py``, ``bench_ppo_overhead.py`` and
+``bench_offpolicy_update.py``), and the verdict on final return and on the area under the learning
+curve (a win needs separated 95% bootstrap CIs; fewer than ``MIN_SEEDS_FOR_VERDICT`` seeds a side: no
+verdict). The README gets the recipes at their defaults (``DEFAULT_ROWS``); ``RESULTS.md`` gets those
+and every other configuration measured against the same bases (``VARIANT_ROWS``). This script is the
+only one that writes either table.
 """
 
 from __future__ import annotations
@@ -29,26 +31,60 @@ from bench_stats import MIN_SEEDS_FOR_VERDICT, compare, enough_seeds
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
-# (recipe, summary file, env, base group, Stackelberg group, cost) — the groups as the drivers name them
-ROWS = [
+# (recipe, summary file, env, base group, Stackelberg group, cost) — the groups as the drivers name them.
+# The recipes at their defaults; a row appears once its runs exist.
+DEFAULT_ROWS = [
     ("`stac_mujoco.py`", "sample_efficiency", "CartPole-v1 (αθ 0.1)", "cartpole_a/ac/k80", "cartpole_a/stac/k80", "pg"),
     ("`stac_mujoco.py`", "sample_efficiency", "Reacher-v4", "reacher/ac/k80", "reacher/stac/k80", "pg"),
     ("`stac_mujoco.py`", "sample_efficiency", "Hopper-v4", "hopper/ac/k80", "hopper/stac/k80", "pg"),
     ("`stac_mujoco.py`", "sample_efficiency", "Walker2d-v4", "walker/ac/k80", "walker/stac/k80", "pg"),
     ("`stppo_mujoco.py`", "ppo", "Hopper-v4", "Hopper-v4/ac", "Hopper-v4/stac_rel1e6", "ppo"),
     ("`stppo_mujoco.py`", "ppo", "Walker2d-v4", "Walker2d-v4/ac", "Walker2d-v4/stac_rel1e6", "ppo"),
-    *(  # the matrix on today's SAC defaults, and the runs on the earlier ones (tag prefix), never mixed
+    *(
         (
-            f"`stsac_mujoco.py` ({leader} leads{note})",
+            f"`stsac_mujoco.py` ({leader} leads)",
             "offpolicy",
             env,
-            f"{env}/sac{tag}",
-            f"{env}/stsac_{leader}{tag}",
-            "sac_critic_exact" if (leader, tag) == ("critic", "_prefix") else f"sac_{leader}",
+            f"{env}/sac",
+            f"{env}/stsac_{leader}",
+            f"sac_{leader}",
         )
-        for tag, note in (("", ""), ("_prefix", "; earlier SAC defaults"))
         for env in ("Hopper-v4", "HalfCheetah-v4")
         for leader in ("actor", "critic")
+    ),
+    (
+        "`stsac_mujoco.py` (algo=sttd3, actor leads)",
+        "offpolicy",
+        "HalfCheetah-v4",
+        "HalfCheetah-v4/td3",
+        "HalfCheetah-v4/sttd3_actor",
+        "td3",
+    ),
+]
+# Every other configuration measured against the same bases: earlier defaults, other λ and CG rules.
+VARIANT_ROWS = [
+    *(  # the runs on the earlier SAC defaults (tag prefix), never mixed with today's
+        (
+            f"`stsac_mujoco.py` ({leader} leads; earlier SAC defaults)",
+            "offpolicy",
+            env,
+            f"{env}/sac_prefix",
+            f"{env}/stsac_{leader}_prefix",
+            "sac_critic_exact" if leader == "critic" else "sac_actor",
+        )
+        for env in ("Hopper-v4", "HalfCheetah-v4")
+        for leader in ("actor", "critic")
+    ),
+    *(  # the actor leader's default before CG returned its last iterate
+        (
+            "`stsac_mujoco.py` (actor leads, smallest-residual CG)",
+            "offpolicy",
+            env,
+            f"{env}/sac",
+            f"{env}/stsac_actor_cgmin",
+            "sac_actor",
+        )
+        for env in ("Hopper-v4", "HalfCheetah-v4")
     ),
     *(  # the critic leader's earlier default, the actor's exact Hessian with λ = 1, under each CG rule
         (
@@ -61,14 +97,6 @@ ROWS = [
         )
         for tag, rule in (("cgmin", "smallest-residual"), ("cglast", "last-iterate"))
         for env in ("Hopper-v4", "HalfCheetah-v4")
-    ),
-    (
-        "`stsac_mujoco.py` (algo=sttd3, actor leads)",
-        "offpolicy",
-        "HalfCheetah-v4",
-        "HalfCheetah-v4/td3",
-        "HalfCheetah-v4/sttd3_actor",
-        "td3",
     ),
     # λ from the conditioning (issue 24), against the same bases; rows appear once their runs exist
     *(
@@ -122,7 +150,7 @@ BASE_NAMES = {
 
 def costs() -> dict[str, str]:
     """Stackelberg ÷ base time per update (per iteration for the paper's loop, per run for PPO), per
-    cost key of ``ROWS``; SAC's per leader and TD3's, each at the recipe's defaults over its plain base."""
+    cost key of the rows; SAC's per leader and TD3's, each at the recipe's defaults over its plain base."""
     pg = json.loads((RESULTS / "bench_update.json").read_text())["stac_over_ac"]
     ppo = json.loads((RESULTS / "ppo_overhead.json").read_text())["median_ratio"]
     offpolicy = json.loads((RESULTS / "bench_offpolicy_update.json").read_text())
@@ -144,14 +172,16 @@ def costs() -> dict[str, str]:
     return cost
 
 
-def table() -> list[str]:
+def table(rows: list[tuple[str, ...]]) -> list[str]:
+    """The markdown table of ``rows`` (``DEFAULT_ROWS``, ``VARIANT_ROWS``), without the rows whose
+    groups have no result files yet."""
     cost = costs()
-    rows = [
+    lines = [
         "| recipe | env | frames | seeds | base: final return | Stackelberg: final return | cost "
         "| verdict (final / AUC) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for recipe, summary_name, env, base_key, stackelberg_key, cost_key in ROWS:
+    for recipe, summary_name, env, base_key, stackelberg_key, cost_key in rows:
         summary = json.loads((RESULTS / f"{summary_name}_summary.json").read_text())
         if base_key not in summary or stackelberg_key not in summary:
             continue
@@ -161,25 +191,44 @@ def table() -> list[str]:
             verdict = "no verdict yet"
         else:
             verdict = " / ".join(compare(stackelberg, base, score) for score in ("final", "auc"))
-        rows.append(
+        lines.append(
             f"| {recipe} | {env} | {stackelberg['frames'] // 1000}k | {seeds} | {BASE_NAMES[cost_key]} "
             f"{base['final_mean']:.0f} | {stackelberg['final_mean']:.0f} | {cost[cost_key]} | {verdict} |"
         )
-    return rows
+    return lines
 
 
 def main() -> None:
-    text = [
+    preamble = [
         "Generated by `python benchmarks/bench_readme.py` from `benchmarks/results/`. Mean final",
         "deterministic return over seeds; cost: Stackelberg ÷ base wall time, both measured in one run (per",
         "iteration of the paper's loop, per PPO run, per SAC or TD3 update); verdict of the Stackelberg variant",
         "against its base (win or loss: separated 95% CIs; with fewer than",
         f"{MIN_SEEDS_FOR_VERDICT} seeds a side, no verdict yet).",
         "",
-        *table(),
     ]
-    replace_section(ROOT / "README.md", "results", "\n".join(text))
-    print("\n".join(text))
+    readme = [
+        *preamble,
+        *table(DEFAULT_ROWS),
+        "",
+        "Every other configuration measured against the same bases (earlier defaults, other λ and CG",
+        "rules): the table at the top of [`benchmarks/RESULTS.md`](benchmarks/RESULTS.md).",
+    ]
+    every = [
+        "# Every Stackelberg configuration against its base",
+        "",
+        *preamble,
+        "The recipes at their defaults (the README's table):",
+        "",
+        *table(DEFAULT_ROWS),
+        "",
+        "Every other configuration measured against the same bases:",
+        "",
+        *table(VARIANT_ROWS),
+    ]
+    replace_section(ROOT / "README.md", "results", "\n".join(readme))
+    replace_section(ROOT / "benchmarks" / "RESULTS.md", "configurations", "\n".join(every))
+    print("\n".join(every))
 
 
 if __name__ == "__main__":

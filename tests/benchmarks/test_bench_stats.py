@@ -285,11 +285,8 @@ def test_a_tagged_stackelberg_try_is_judged_against_the_untagged_base_only_if_it
     assert table[6] == "| 2 | 2002 / 1502 | 1002 / 752 |"
 
 
-def test_readme_table_gives_no_verdict_below_the_seed_floor(tmp_path, monkeypatch):
-    """One seed far above the base is not a win: its bootstrap interval is a point. Each leader's row
-    gets its own leader's cost (the critic's: its default's, Fisher + condition-λ, median timing over
-    plain SAC's; the exact-Hessian rows the exact solve's), the TD3 row its twin's over plain TD3's,
-    and a condition-λ row its own variant's (PPO's is not timed)."""
+def write_summaries(directory) -> None:
+    """Result summaries and timings for the results tables: a few groups of each family."""
     files = {
         "bench_update.json": {"stac_over_ac": {"stac": 1.0, "stac_condition_k100": 1.1}},
         "ppo_overhead.json": {"median_ratio": 1.0},
@@ -322,9 +319,20 @@ def test_readme_table_gives_no_verdict_below_the_seed_floor(tmp_path, monkeypatc
         },
     }
     for name, content in files.items():
-        (tmp_path / name).write_text(json.dumps(content))
+        (directory / name).write_text(json.dumps(content))
+
+
+def test_readme_table_gives_no_verdict_below_the_seed_floor(tmp_path, monkeypatch):
+    """One seed far above the base is not a win: its bootstrap interval is a point. Each leader's row
+    gets its own leader's cost (the critic's: its default's, Fisher + condition-λ, median timing over
+    plain SAC's; the exact-Hessian rows the exact solve's), the TD3 row its twin's over plain TD3's,
+    and a condition-λ row its own variant's (PPO's is not timed)."""
+    write_summaries(tmp_path)
     monkeypatch.setattr(bench_readme, "RESULTS", tmp_path)
-    rows = {tuple(row.split(" | ")[:2]): row for row in bench_readme.table()[2:]}
+    rows = {
+        tuple(row.split(" | ")[:2]): row
+        for row in bench_readme.table(bench_readme.DEFAULT_ROWS + bench_readme.VARIANT_ROWS)[2:]
+    }
     assert rows[("| `stsac_mujoco.py` (actor leads)", "Hopper-v4")].endswith(
         "| 1 vs 5 | SAC 12 | 100 | 1.50× | no verdict yet |"
     )
@@ -340,6 +348,33 @@ def test_readme_table_gives_no_verdict_below_the_seed_floor(tmp_path, monkeypatc
     ppo = ("| `stppo_mujoco.py` (condition-λ κ = 10, bound ρ = 1)", "Hopper-v4")
     assert rows[ppo].endswith("| PPO 11 | 11 | not timed | tie / tie |")
     assert len(rows) == 7
+
+
+def test_readme_gets_the_defaults_and_results_every_configuration(tmp_path, monkeypatch):
+    """The README's table holds the recipes at their defaults only; RESULTS.md's holds those and every
+    other configuration measured; the text around either file's markers is kept."""
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    write_summaries(results)
+    readme, results_md = tmp_path / "README.md", tmp_path / "benchmarks" / "RESULTS.md"
+    for path in (readme, results_md):
+        path.write_text(
+            f"before {path.name}\n<!-- results:start -->\nold\n<!-- results:end -->\n"
+            "<!-- configurations:start -->\nold\n<!-- configurations:end -->\nafter\n"
+        )
+    monkeypatch.setattr(bench_readme, "ROOT", tmp_path)
+    monkeypatch.setattr(bench_readme, "RESULTS", results)
+    bench_readme.main()
+    default = "| `stsac_mujoco.py` (actor leads) | HalfCheetah-v4 |"
+    variant = "| `stsac_mujoco.py` (critic leads, exact Hessian λ = 1, smallest-residual CG) | Hopper-v4 |"
+    readme_section = readme.read_text().split("<!-- results:start -->")[1].split("<!-- results:end -->")[0]
+    assert default in readme_section and variant not in readme_section
+    assert "benchmarks/RESULTS.md" in readme_section
+    results_section = results_md.read_text().split("<!-- configurations:start -->")[1].split("<!-- configurations")[0]
+    assert default in results_section and variant in results_section
+    assert results_section.index(default) < results_section.index(variant)
+    assert readme.read_text().startswith("before README.md") and results_md.read_text().endswith("after\n")
+    assert "old" not in readme_section and "old" not in results_section
 
 
 def test_readme_cost_of_condition_ppo_comes_from_its_own_overhead_run(tmp_path, monkeypatch):
