@@ -207,9 +207,10 @@ def main() -> None:
         f"{MIN_SEEDS_FOR_VERDICT} seeds a side, no verdict yet).",
         "",
     ]
+    defaults = table(DEFAULT_ROWS)
     readme = [
         *preamble,
-        *table(DEFAULT_ROWS),
+        *defaults,
         "",
         "Every other configuration measured against the same bases (earlier defaults, other λ and CG",
         "rules): the table at the top of [`benchmarks/RESULTS.md`](benchmarks/RESULTS.md).",
@@ -220,7 +221,7 @@ def main() -> None:
         *preamble,
         "The recipes at their defaults (the README's table):",
         "",
-        *table(DEFAULT_ROWS),
+        *defaults,
         "",
         "Every other configuration measured against the same bases:",
         "",
