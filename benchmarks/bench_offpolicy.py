@@ -40,7 +40,6 @@ from bench_stats import (
     pair_verdicts,
     plot_aggregates,
     plot_curves,
-    scores,
     summarize,
     table_rows,
 )
@@ -349,35 +348,39 @@ def solve_try_verdicts(groups: dict[str, list[dict]], summary: dict[str, dict]) 
     return lines
 
 
-def per_seed_tables(groups: dict[str, list[dict]]) -> list[str]:
-    """Markdown, per env: final / AUC of every seed of SAC, the default Stackelberg SAC leaders and the
-    solve tries with at least ``MIN_SEEDS_FOR_VERDICT`` seeds, side by side on the same seeds."""
+def per_seed_tables(groups: dict[str, list[dict]], summary: dict[str, dict]) -> list[str]:
+    """Markdown, per env and base: final / AUC of every seed of the base, its default Stackelberg twins
+    and their solve tries with at least ``MIN_SEEDS_FOR_VERDICT`` seeds, side by side on the same seeds."""
     lines = []
     for env in sorted({key.split("/")[0] for key in groups}):
-        keys = [f"{env}/{name}" for name in ("sac", "stsac_actor", "stsac_critic") if f"{env}/{name}" in groups]
-        keys += [
-            key
-            for key, records in sorted(groups.items())
-            if key.startswith(f"{env}/stsac_") and len(records) >= MIN_SEEDS_FOR_VERDICT and is_solve_try(records)
-        ]
-        if len(keys) < 2:
-            continue
-        cells: dict[str, dict[int, str]] = {}
-        for key in keys:
-            values = scores(groups[key])
-            cells[key] = {
-                record["seed"]: f"{final:.0f} / {auc:.0f}"
-                for record, final, auc in zip(groups[key], values["final"], values["auc"], strict=True)
+        for base, twin, (_, base_name) in PAIRS:
+            names = (base, f"{twin}_actor", f"{twin}_critic")
+            keys = [f"{env}/{name}" for name in names if f"{env}/{name}" in groups]
+            keys += [
+                key
+                for key, records in sorted(groups.items())
+                if key.startswith(f"{env}/{twin}_") and len(records) >= MIN_SEEDS_FOR_VERDICT and is_solve_try(records)
+            ]
+            if len(keys) < 2:
+                continue
+            cells = {
+                key: {
+                    record["seed"]: f"{final:.0f} / {auc:.0f}"
+                    for record, final, auc in zip(
+                        groups[key], summary[key]["final_values"], summary[key]["auc_values"], strict=True
+                    )
+                }
+                for key in keys
             }
-        seeds = sorted({seed for column in cells.values() for seed in column})
-        lines += [
-            f"{env}, final / AUC per seed:",
-            "",
-            "| seed | " + " | ".join(f"`{key.split('/')[1]}`" for key in keys) + " |",
-            "| --- |" + " --- |" * len(keys),
-            *(f"| {seed} | " + " | ".join(cells[key].get(seed, "–") for key in keys) + " |" for seed in seeds),
-            "",
-        ]
+            seeds = sorted({seed for column in cells.values() for seed in column})
+            lines += [
+                f"{env}, {base_name} and its Stackelberg twin, final / AUC per seed:",
+                "",
+                "| seed | " + " | ".join(f"`{key.split('/')[1]}`" for key in keys) + " |",
+                "| --- |" + " --- |" * len(keys),
+                *(f"| {seed} | " + " | ".join(cells[key].get(seed, "–") for key in keys) + " |" for seed in seeds),
+                "",
+            ]
     return lines
 
 
@@ -433,7 +436,7 @@ def command_aggregate(args) -> None:
         "",
         *verdicts,
         "",
-        *per_seed_tables(groups),
+        *per_seed_tables(groups, summary),
         "Stackelberg diagnostics per batch (mean over seeds): ![diagnostics](results/offpolicy_diagnostics.png)",
         "",
         *diagnostics_table(groups),

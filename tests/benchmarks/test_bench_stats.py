@@ -241,23 +241,29 @@ def test_offpolicy_verdicts_compare_each_stackelberg_group_with_the_base_of_its_
     assert "+600.0 (1001.0 vs 401.0)" in lines[1]  # against sac_prefix, never against the new sac
 
 
-def test_a_tagged_stackelberg_try_is_judged_against_the_untagged_base_only_if_it_changed_the_solve_alone():
-    """``stsac_critic_fishercond`` (Fisher curvature, condition-λ) trained today's base, so it meets
-    ``sac``; a try that also changed the learning rate, or ran on other defaults, does not."""
+def offpolicy_runs(variant: str, tag: str, level: float, env: str = "Hopper-v4", **config) -> list[dict]:
+    """Three result records of ``bench_offpolicy.py`` (seeds 0–2): the recipe's defaults plus ``config``,
+    each ending at ``level + seed`` (AUC: ``0.75 level + seed``)."""
     from omegaconf import OmegaConf
 
     import bench_offpolicy
-    from bench_stats import summarize
     from recipe_schema import StsacConfig
 
-    def runs(variant: str, tag: str, level: float, **config) -> list[dict]:
-        algo, leader = bench_offpolicy.VARIANTS[variant].values()
-        base = {"env": "Hopper-v4", "algo": algo, "leader": leader, "total_frames": 100_000, "seed": 0}
-        yaml = OmegaConf.to_yaml(OmegaConf.merge(OmegaConf.structured(StsacConfig), {**base, **config}))
-        curves = [[[50_000, level / 2 + seed], [100_000, level + seed]] for seed in range(3)]
-        run = {"env": "Hopper-v4", "variant": variant, "tag": tag, "config": yaml}
-        return [{**run, "seed": seed, "eval_curve": curve} for seed, curve in enumerate(curves)]
+    algo, leader = bench_offpolicy.VARIANTS[variant].values()
+    base = {"env": env, "algo": algo, "leader": leader, "total_frames": 100_000, "seed": 0}
+    yaml = OmegaConf.to_yaml(OmegaConf.merge(OmegaConf.structured(StsacConfig), {**base, **config}))
+    curves = [[[50_000, level / 2 + seed], [100_000, level + seed]] for seed in range(3)]
+    run = {"env": env, "variant": variant, "tag": tag, "config": yaml}
+    return [{**run, "seed": seed, "eval_curve": curve} for seed, curve in enumerate(curves)]
 
+
+def test_a_tagged_stackelberg_try_is_judged_against_the_untagged_base_only_if_it_changed_the_solve_alone():
+    """``stsac_critic_fishercond`` (Fisher curvature, condition-λ) trained today's base, so it meets
+    ``sac``; a try that also changed the learning rate, or ran on other defaults, does not."""
+    import bench_offpolicy
+    from bench_stats import summarize
+
+    runs = offpolicy_runs
     groups = {
         "Hopper-v4/sac": runs("sac", "", 2000.0),
         "Hopper-v4/stsac_critic_fishercond": runs(
@@ -276,13 +282,40 @@ def test_a_tagged_stackelberg_try_is_judged_against_the_untagged_base_only_if_it
     )
     assert "-1000.0 (1001.0 vs 2001.0)" in lines[0]
     # the per-seed table sets the same groups side by side, seed by seed (AUC: the curve's mean)
-    table = bench_offpolicy.per_seed_tables(groups)
+    table = bench_offpolicy.per_seed_tables(groups, summary)
     assert table[2:5] == [
         "| seed | `sac` | `stsac_critic_fishercond` |",
         "| --- | --- | --- |",
         "| 0 | 2000 / 1500 | 1000 / 750 |",
     ]
     assert table[6] == "| 2 | 2002 / 1502 | 1002 / 752 |"
+
+
+def test_per_seed_tables_set_each_base_beside_its_twins_and_their_solve_tries():
+    """TD3's table holds ``td3``, the default ``sttd3_actor`` and a solve try of it (another CG rule);
+    a base without a Stackelberg group beside it gets no table."""
+    import bench_offpolicy
+    from bench_stats import summarize
+
+    env = "HalfCheetah-v4"
+    groups = {
+        f"{env}/sac": offpolicy_runs("sac", "", 7000.0, env),
+        f"{env}/td3": offpolicy_runs("td3", "", 5000.0, env),
+        f"{env}/sttd3_actor": offpolicy_runs("sttd3_actor", "", 6000.0, env),
+        f"{env}/sttd3_actor_cgmin": offpolicy_runs("sttd3_actor", "cgmin", 5800.0, env),
+        f"{env}/sttd3_actor_lr": offpolicy_runs("sttd3_actor", "lr", 9000.0, env, actor_lr=3e-4),  # not a solve try
+    }
+    summary = {key: summarize(records) for key, records in groups.items()}
+    assert bench_offpolicy.per_seed_tables(groups, summary) == [
+        f"{env}, TD3 and its Stackelberg twin, final / AUC per seed:",
+        "",
+        "| seed | `td3` | `sttd3_actor` | `sttd3_actor_cgmin` |",
+        "| --- | --- | --- | --- |",
+        "| 0 | 5000 / 3750 | 6000 / 4500 | 5800 / 4350 |",
+        "| 1 | 5001 / 3751 | 6001 / 4501 | 5801 / 4351 |",
+        "| 2 | 5002 / 3752 | 6002 / 4502 | 5802 / 4352 |",
+        "",
+    ]
 
 
 def write_summaries(directory) -> None:
