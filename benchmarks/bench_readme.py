@@ -86,6 +86,14 @@ VARIANT_ROWS = [
         )
         for env in ("Hopper-v4", "HalfCheetah-v4")
     ),
+    (  # STTD3's default before CG returned its last iterate
+        "`stsac_mujoco.py` (algo=sttd3, actor leads, smallest-residual CG)",
+        "offpolicy",
+        "HalfCheetah-v4",
+        "HalfCheetah-v4/td3",
+        "HalfCheetah-v4/sttd3_actor_cgmin",
+        "td3",
+    ),
     *(  # the critic leader's earlier default, the actor's exact Hessian with λ = 1, under each CG rule
         (
             f"`stsac_mujoco.py` (critic leads, exact Hessian λ = 1, {rule} CG)",
