@@ -263,16 +263,17 @@ def test_a_tagged_stackelberg_try_is_judged_against_the_untagged_base_only_if_it
     import bench_offpolicy
     from bench_stats import summarize
 
-    runs = offpolicy_runs
     groups = {
-        "Hopper-v4/sac": runs("sac", "", 2000.0),
-        "Hopper-v4/stsac_critic_fishercond": runs(
+        "Hopper-v4/sac": offpolicy_runs("sac", "", 2000.0),
+        "Hopper-v4/stsac_critic_fishercond": offpolicy_runs(
             "stsac_critic", "fishercond", 1000.0, hessian="fisher", regularization_decay="condition"
         ),
-        "Hopper-v4/stsac_actor_cond_lr": runs(
+        "Hopper-v4/stsac_actor_cond_lr": offpolicy_runs(
             "stsac_actor", "cond_lr", 3000.0, regularization_decay="condition", actor_lr=3e-4
         ),
-        "Hopper-v4/sac_cond": runs("sac", "cond", 3000.0, regularization_decay="condition"),  # not a Stackelberg group
+        "Hopper-v4/sac_cond": offpolicy_runs(
+            "sac", "cond", 3000.0, regularization_decay="condition"
+        ),  # not a Stackelberg group
     }
     summary = {key: summarize(records) for key, records in groups.items()}
     lines = bench_offpolicy.solve_try_verdicts(groups, summary)
