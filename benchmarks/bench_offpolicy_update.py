@@ -61,6 +61,7 @@ CRITIC_LEADS_NAME = "ST leader critic (exact, no fallback)"  # leader=critic hes
 TD3_DEFAULT_NAME = "ST TD3 (recipe default, actor leads)"  # the recipe's algo=sttd3
 ACTOR_CONDITION_NAME = "ST condition-λ κ=100 (Lanczos 10, every 10 corrections)"  # regularization_decay=condition
 CRITIC_FISHER_NAME = "ST leader critic, Fisher + condition-λ κ=100"  # the recipe's default with leader=critic
+ACTOR_GAUSS_NEWTON_NAME = "ST Gauss-Newton"  # hessian=gauss_newton: the critics' PSD curvature, no fallback needed
 VARIANTS = {  # one change at a time from the recipe's default
     "SAC (plain)": None,
     DEFAULT_NAME: {},
@@ -72,7 +73,7 @@ VARIANTS = {  # one change at a time from the recipe's default
     "ST CG 1": {"cg_iterations": 1},
     "ST CG 10": {"cg_iterations": 10},
     "ST no warm start": {"warm_start": False},
-    "ST Gauss-Newton": {"hessian": "gauss_newton", "curvature_fallback": None},
+    ACTOR_GAUSS_NEWTON_NAME: {"hessian": "gauss_newton", "curvature_fallback": None},
     ACTOR_CONDITION_NAME: {"condition_number": 100.0, "eigenvalue_every": 10},
     "ST condition-λ κ=100 (Lanczos 10, every correction)": {"condition_number": 100.0, "eigenvalue_every": 1},
     CRITIC_FISHER_NAME: {

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from bench_offpolicy_update import (
     ACTOR_CONDITION_NAME,
+    ACTOR_GAUSS_NEWTON_NAME,
     CRITIC_FISHER_NAME,
     CRITIC_LEADS_NAME,
     PLAIN,
@@ -133,10 +134,16 @@ VARIANT_ROWS = [
         (f"`stsac_mujoco.py` ({what})", "offpolicy", env, f"{env}/sac", f"{env}/{group}", cost)
         for what, group, cost, envs in (
             (
-                "actor leads, condition-λ κ = 100",
+                "actor leads, condition-λ κ = 100, smallest-residual CG",
                 "stsac_actor_cond",
                 "sac_actor_condition",
                 ("Hopper-v4", "HalfCheetah-v4"),
+            ),
+            (  # the critics' Gauss-Newton curvature (PSD) in place of their exact Hessian
+                "actor leads, Gauss-Newton",
+                "stsac_actor_gn",
+                "sac_actor_gauss_newton",
+                ("Hopper-v4",),
             ),
             (  # today's critic-leader default, before the CG fix (on HalfCheetah: the default row)
                 "critic leads, Fisher + condition-λ κ = 100, smallest-residual CG",
@@ -151,7 +158,9 @@ VARIANT_ROWS = [
 BASE_NAMES = {
     **dict.fromkeys(("pg", "pg_condition"), "AC"),
     **dict.fromkeys(("ppo", "ppo_condition"), "PPO"),
-    **dict.fromkeys(("sac_actor", "sac_critic", "sac_critic_exact", "sac_actor_condition"), "SAC"),
+    **dict.fromkeys(
+        ("sac_actor", "sac_critic", "sac_critic_exact", "sac_actor_condition", "sac_actor_gauss_newton"), "SAC"
+    ),
     "td3": "TD3",
 }
 
@@ -172,6 +181,7 @@ def costs() -> dict[str, str]:
         "sac_critic_exact": seconds[CRITIC_LEADS_NAME] / seconds[PLAIN["sac"]],
         "td3": seconds[TD3_DEFAULT_NAME] / seconds[PLAIN["td3"]],
         "sac_actor_condition": seconds[ACTOR_CONDITION_NAME] / seconds[PLAIN["sac"]],
+        "sac_actor_gauss_newton": seconds[ACTOR_GAUSS_NEWTON_NAME] / seconds[PLAIN["sac"]],
     }
     cost = {key: f"{ratio:.2f}×" for key, ratio in ratios.items()}
     ppo_condition = RESULTS / "ppo_overhead_condition.json"  # bench_ppo_overhead.py --output

@@ -333,6 +333,7 @@ def write_summaries(directory) -> None:
                 bench_readme.TD3_DEFAULT_NAME: [1.0, 7.0, 8.0],
                 bench_readme.ACTOR_CONDITION_NAME: [3.0, 3.0, 3.0],
                 bench_readme.CRITIC_FISHER_NAME: [3.0, 4.0, 9.0],
+                bench_readme.ACTOR_GAUSS_NEWTON_NAME: [5.0, 5.0, 1.0],
             },
         },
         "sample_efficiency_summary.json": {},
@@ -350,6 +351,7 @@ def write_summaries(directory) -> None:
             "HalfCheetah-v4/sttd3_actor": bench_stats.summarize(records([1.0, 2.0, 3.0])),
             "Hopper-v4/stsac_critic_fishercond": bench_stats.summarize(records([20.0, 21.0, 22.0])),
             "Hopper-v4/stsac_critic_cgmin": bench_stats.summarize(records([11.0, 12.0, 13.0])),
+            "Hopper-v4/stsac_actor_gn": bench_stats.summarize(records([1.0, 2.0, 3.0])),
         },
     }
     for name, content in files.items():
@@ -360,7 +362,7 @@ def test_readme_table_gives_no_verdict_below_the_seed_floor(tmp_path, monkeypatc
     """One seed far above the base is not a win: its bootstrap interval is a point. Each leader's row
     gets its own leader's cost (the critic's: its default's, Fisher + condition-λ, median timing over
     plain SAC's; the exact-Hessian rows the exact solve's), the TD3 row its twin's over plain TD3's,
-    and a condition-λ row its own variant's (PPO's is not timed)."""
+    and a condition-λ or Gauss-Newton row its own variant's (PPO's is not timed)."""
     write_summaries(tmp_path)
     monkeypatch.setattr(bench_readme, "RESULTS", tmp_path)
     rows = {
@@ -381,7 +383,9 @@ def test_readme_table_gives_no_verdict_below_the_seed_floor(tmp_path, monkeypatc
     assert rows[fisher].endswith("| 3 vs 5 | SAC 12 | 21 | 2.00× | win / win |")
     ppo = ("| `stppo_mujoco.py` (condition-λ κ = 10, bound ρ = 1)", "Hopper-v4")
     assert rows[ppo].endswith("| PPO 11 | 11 | not timed | tie / tie |")
-    assert len(rows) == 7
+    gauss_newton = ("| `stsac_mujoco.py` (actor leads, Gauss-Newton)", "Hopper-v4")
+    assert rows[gauss_newton].endswith("| 3 vs 5 | SAC 12 | 2 | 2.50× | loss / loss |")
+    assert len(rows) == 8
 
 
 def test_readme_gets_the_defaults_and_results_every_configuration(tmp_path, monkeypatch):
@@ -428,6 +432,7 @@ def test_readme_cost_of_condition_ppo_comes_from_its_own_overhead_run(tmp_path, 
                     bench_readme.TD3_DEFAULT_NAME,
                     bench_readme.ACTOR_CONDITION_NAME,
                     bench_readme.CRITIC_FISHER_NAME,
+                    bench_readme.ACTOR_GAUSS_NEWTON_NAME,
                 )
             },
         },
