@@ -17,7 +17,9 @@ sweep goes on, and is skipped from then on.
 (checkpointed with its replay buffer, resumable) into the same directory, as the reference that
 plain ``sac`` must match; ``sb3 --schedule recipe`` trains it on the recipe's schedule instead (its
 capped warm-up, then blocks of ``frames_per_batch`` steps and as many updates), which separates the
-schedule's effect from the implementation's. ``aggregate`` writes the statistics
+schedule's effect from the implementation's; ``sb3 --schedule recipe_settings`` trains it with the
+recipe's SAC settings (Tianshou's: Adam 1e-3, α = 0.2, 10k random steps) on SB3's per-step schedule,
+which is Tianshou's published MuJoCo configuration in another implementation. ``aggregate`` writes the statistics
 (``bench_stats.py``), curves, diagnostics plots, the off-policy section of ``benchmarks/RESULTS.md``
 and the results table in ``docs/recipes.md``.
 ``--tag`` and extra ``key=value`` overrides give a variant its own run names (e.g. ``--tag lam01
@@ -150,9 +152,30 @@ def _recipe_schedule(frames: int) -> dict:
     }
 
 
-SB3_SCHEDULES = {  # --schedule: SB3's own (100 random steps, one update per step) or the recipe's
-    "sb3": lambda frames: {},
-    "recipe": _recipe_schedule,
+def _recipe_settings(frames: int) -> dict:
+    """SB3 with the recipe's SAC settings (Tianshou's: one Adam learning rate, α fixed, the capped
+    warm-up) on its own schedule, one update after every step: Tianshou's ``mujoco_sac.py`` whole."""
+    sys.path.insert(0, str(ROOT / "recipes"))
+    from omegaconf import OmegaConf
+
+    from recipe_schema import StsacConfig, offpolicy_learning_rates, offpolicy_warmup
+
+    cfg = OmegaConf.structured(StsacConfig(algo="sac"))
+    actor_lr, critic_lr = offpolicy_learning_rates(cfg)
+    if actor_lr != critic_lr or not cfg.fixed_alpha:
+        raise ValueError("SB3's SAC has one learning rate and here a fixed α: the recipe's defaults no longer map")
+    return {
+        "learning_starts": offpolicy_warmup(cfg.init_random_frames, frames),
+        "learning_rate": actor_lr,
+        "ent_coef": cfg.alpha_init,
+    }
+
+
+# --schedule: (result variant, SB3's keyword arguments at a budget of ``frames``)
+SB3_SCHEDULES = {
+    "sb3": ("sb3_sac", lambda frames: {}),  # SB3's defaults: lr 3e-4, α learnt, 100 random steps, per step
+    "recipe": ("sb3_sac_recipe_schedule", _recipe_schedule),  # SB3's settings, the recipe's schedule
+    "recipe_settings": ("sb3_sac_recipe_settings", _recipe_settings),  # the recipe's settings, SB3's schedule
 }
 
 
@@ -166,7 +189,7 @@ def command_sb3(args) -> None:
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.evaluation import evaluate_policy
 
-    variant = "sb3_sac" if args.schedule == "sb3" else "sb3_sac_recipe_schedule"
+    variant, sb3_options = SB3_SCHEDULES[args.schedule]
     name = run_name(args.env, variant, args.seed, "")
     if (RESULTS / f"{name}.json").exists():
         print(f"{name}: done already")
@@ -182,7 +205,7 @@ def command_sb3(args) -> None:
         model = SAC.load(model_path, env=env, device="cpu")
         model.load_replay_buffer(buffer_path)
     else:
-        model = SAC("MlpPolicy", env, seed=args.seed, device="cpu", **SB3_SCHEDULES[args.schedule](args.frames))
+        model = SAC("MlpPolicy", env, seed=args.seed, device="cpu", **sb3_options(args.frames))
     eval_env = gymnasium.make(args.env)
 
     class Evaluate(BaseCallback):
@@ -415,7 +438,9 @@ def command_aggregate(args) -> None:
         "with λ = 1, under the smallest-residual and last-iterate rules;",
         "`td3` / `sttd3_actor`, `ddpg` / `stddpg_actor`: the recipe's TD3 and DDPG and their Stackelberg twins",
         "(the actor leading); `sb3_sac`: Stable-Baselines3's SAC at the same budget (its defaults: 100 random",
-        "steps, then one update after every step). Deterministic evaluation every 5k frames over 5 episodes.",
+        "steps, then one update after every step); `sb3_sac_recipe_settings`: SB3's SAC with the recipe's",
+        "settings (Tianshou's), one update after every step. Deterministic evaluation every 5k frames over 5",
+        "episodes.",
         "Statistics with rliable (`benchmarks/bench_stats.py`). Groups tagged `prefix` ran on the recipe's",
         "earlier defaults (TorchRL's SAC settings: Adam 3e-4, α learnt from 1.0, 1000-step blocks;",
         "`sb3_sac_recipe_schedule_prefix`: SB3's SAC on that schedule); other tagged groups are tries outside",
@@ -557,9 +582,12 @@ def main() -> None:
     sb3.add_argument("--env", default="Hopper-v4")
     sb3.add_argument("--seed", type=int, default=0)
     sb3.add_argument("--frames", type=int, default=TOTAL_FRAMES)
-    sb3.add_argument("--schedule", default="sb3", choices=list(SB3_SCHEDULES), help="warm-up and update schedule")
+    sb3.add_argument(
+        "--schedule", default="sb3", choices=list(SB3_SCHEDULES), help="SB3's or the recipe's schedule and settings"
+    )
     retag = sub.add_parser("retag", help="move result files to another tag (e.g. runs before a change of defaults)")
-    retag.add_argument("--variants", required=True, help=f"among {list(VARIANTS)} and sb3_sac_recipe_schedule")
+    sb3_variants = [variant for variant, _ in SB3_SCHEDULES.values()]
+    retag.add_argument("--variants", required=True, help=f"among {list(VARIANTS)} and {sb3_variants}")
     retag.add_argument("--from-tag", default="")
     retag.add_argument("--to-tag", required=True, help='"" (the default group) checks the configs against the defaults')
     sub.add_parser("aggregate", help="statistics, PNGs and the off-policy section of RESULTS.md")

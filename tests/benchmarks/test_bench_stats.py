@@ -201,6 +201,23 @@ def test_offpolicy_condition_lambda_is_the_rule_on_the_logged_eigenvalues():
     assert rows[2].endswith("| 9.9 |")  # median of the rule's λ, all batches
 
 
+def test_sb3_reference_with_the_recipe_settings_takes_them_from_the_recipe_schema():
+    """``sb3 --schedule recipe_settings`` gives SB3's SAC the recipe's SAC defaults (Tianshou's MuJoCo
+    settings), read from ``StsacConfig`` and ``OFFPOLICY_LEARNING_RATE``, on SB3's per-step schedule."""
+    import bench_offpolicy
+    from recipe_schema import OFFPOLICY_LEARNING_RATE, StsacConfig
+
+    variant, options = bench_offpolicy.SB3_SCHEDULES["recipe_settings"]
+    assert variant == "sb3_sac_recipe_settings"
+    assert options(100_000) == {
+        "learning_starts": StsacConfig.init_random_frames,
+        "learning_rate": OFFPOLICY_LEARNING_RATE["sac"],
+        "ent_coef": StsacConfig.alpha_init,
+    }
+    assert options(20_000)["learning_starts"] == 2_000  # the recipe's warm-up cap: 10% of the run
+    assert "train_freq" not in options(100_000)  # SB3's own: one update after every step
+
+
 def test_offpolicy_tagged_variants_list_only_the_overrides_that_set_them_apart():
     import bench_offpolicy
 
