@@ -19,7 +19,9 @@ plain ``sac`` must match; ``sb3 --schedule recipe`` trains it on the recipe's sc
 capped warm-up, then blocks of ``frames_per_batch`` steps and as many updates), which separates the
 schedule's effect from the implementation's; ``sb3 --schedule recipe_settings`` trains it with the
 recipe's SAC settings (Tianshou's: Adam 1e-3, α = 0.2, 10k random steps) on SB3's per-step schedule,
-which is Tianshou's published MuJoCo configuration in another implementation. ``aggregate`` writes the statistics
+which is Tianshou's published MuJoCo configuration in another implementation; ``sb3 --schedule
+recipe_all`` trains it with the recipe's settings on the recipe's schedule, so that only the
+implementation differs from the recipe's SAC. ``aggregate`` writes the statistics
 (``bench_stats.py``), curves, diagnostics plots, the off-policy section of ``benchmarks/RESULTS.md``
 and the results table in ``docs/recipes.md``.
 ``--tag`` and extra ``key=value`` overrides give a variant its own run names (e.g. ``--tag lam01
@@ -176,6 +178,8 @@ SB3_SCHEDULES = {
     "sb3": ("sb3_sac", lambda frames: {}),  # SB3's defaults: lr 3e-4, α learnt, 100 random steps, per step
     "recipe": ("sb3_sac_recipe_schedule", _recipe_schedule),  # SB3's settings, the recipe's schedule
     "recipe_settings": ("sb3_sac_recipe_settings", _recipe_settings),  # the recipe's settings, SB3's schedule
+    # the recipe's settings and schedule: the implementation is all that differs from the recipe's SAC
+    "recipe_all": ("sb3_sac_recipe_all", lambda frames: {**_recipe_settings(frames), **_recipe_schedule(frames)}),
 }
 
 
@@ -439,8 +443,8 @@ def command_aggregate(args) -> None:
         "`td3` / `sttd3_actor`, `ddpg` / `stddpg_actor`: the recipe's TD3 and DDPG and their Stackelberg twins",
         "(the actor leading); `sb3_sac`: Stable-Baselines3's SAC at the same budget (its defaults: 100 random",
         "steps, then one update after every step); `sb3_sac_recipe_settings`: SB3's SAC with the recipe's",
-        "settings (Tianshou's), one update after every step. Deterministic evaluation every 5k frames over 5",
-        "episodes.",
+        "settings (Tianshou's), one update after every step; `sb3_sac_recipe_all`: the recipe's settings on",
+        "the recipe's schedule. Deterministic evaluation every 5k frames over 5 episodes.",
         "Statistics with rliable (`benchmarks/bench_stats.py`). Groups tagged `prefix` ran on the recipe's",
         "earlier defaults (TorchRL's SAC settings: Adam 3e-4, α learnt from 1.0, 1000-step blocks;",
         "`sb3_sac_recipe_schedule_prefix`: SB3's SAC on that schedule); other tagged groups are tries outside",

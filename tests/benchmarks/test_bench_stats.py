@@ -203,7 +203,8 @@ def test_offpolicy_condition_lambda_is_the_rule_on_the_logged_eigenvalues():
 
 def test_sb3_reference_with_the_recipe_settings_takes_them_from_the_recipe_schema():
     """``sb3 --schedule recipe_settings`` gives SB3's SAC the recipe's SAC defaults (Tianshou's MuJoCo
-    settings), read from ``StsacConfig`` and ``OFFPOLICY_LEARNING_RATE``, on SB3's per-step schedule."""
+    settings), read from ``StsacConfig`` and ``OFFPOLICY_LEARNING_RATE``, on SB3's per-step schedule;
+    ``recipe_all`` on the recipe's schedule too."""
     import bench_offpolicy
     from recipe_schema import OFFPOLICY_LEARNING_RATE, StsacConfig
 
@@ -216,6 +217,10 @@ def test_sb3_reference_with_the_recipe_settings_takes_them_from_the_recipe_schem
     }
     assert options(20_000)["learning_starts"] == 2_000  # the recipe's warm-up cap: 10% of the run
     assert "train_freq" not in options(100_000)  # SB3's own: one update after every step
+    variant, options = bench_offpolicy.SB3_SCHEDULES["recipe_all"]  # and on the recipe's schedule
+    assert (variant, options(100_000)["learning_rate"]) == ("sb3_sac_recipe_all", OFFPOLICY_LEARNING_RATE["sac"])
+    steps = StsacConfig.frames_per_batch
+    assert (options(100_000)["train_freq"], options(100_000)["gradient_steps"]) == ((steps, "step"), steps)
 
 
 def test_offpolicy_tagged_variants_list_only_the_overrides_that_set_them_apart():
