@@ -69,6 +69,7 @@ MATRIX = (  # the benchmark's matrix: (envs, variants, seeds); the last rows are
     ("HalfCheetah-v4", "ddpg", "0-1"),
 )
 PAIRS = (("sac", "stsac", ("STSAC", "SAC")), ("td3", "sttd3", ("STTD3", "TD3")), ("ddpg", "stddpg", ("STDDPG", "DDPG")))
+REFERENCE = ("sac", "sb3_sac", ("SB3", "SAC"))  # Stable-Baselines3's SAC (``sb3``) against the recipe's
 DIAGNOSTICS = (
     "correction_ratio",
     "cosine_partial_total",
@@ -331,13 +332,14 @@ def tagged_variants(groups: dict[str, list[dict]]) -> list[str]:
 
 def same_tag_verdicts(groups: dict[str, list[dict]], summary: dict[str, dict]) -> list[str]:
     """The verdict lines of each Stackelberg group against its base with the same tag (``stsac_actor``
-    against ``sac``, ``stsac_actor_prefix`` against ``sac_prefix``): runs of different defaults never
-    meet. A tagged try without a base of its tag gets no verdict."""
+    against ``sac``, ``stsac_actor_prefix`` against ``sac_prefix``), then of each SB3 reference group
+    against the recipe's SAC likewise: runs of different defaults never meet. A tagged try without a
+    base of its tag gets no verdict."""
     lines = []
     for tag in sorted({records[0]["tag"] for records in groups.values()}):
         same = {key: summary[key] for key, records in groups.items() if records[0]["tag"] == tag}
         suffix = f"_{tag}" if tag else ""
-        for base, twin, (twin_name, base_name) in PAIRS:
+        for base, twin, (twin_name, base_name) in (*PAIRS, REFERENCE):
             lines += pair_verdicts(same, base + suffix, twin, (twin_name, base_name + (f" ({tag})" if tag else "")))
     return lines
 

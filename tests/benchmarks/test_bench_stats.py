@@ -240,7 +240,7 @@ def test_offpolicy_tagged_variants_list_only_the_overrides_that_set_them_apart()
     ]
 
 
-def test_offpolicy_verdicts_compare_each_stackelberg_group_with_the_base_of_its_own_tag():
+def test_offpolicy_verdicts_compare_each_stackelberg_and_sb3_group_with_the_base_of_its_own_tag():
     import bench_offpolicy
     from bench_stats import summarize
 
@@ -254,13 +254,15 @@ def test_offpolicy_verdicts_compare_each_stackelberg_group_with_the_base_of_its_
         "Hopper-v4/sac_prefix": runs("prefix", 400.0),
         "Hopper-v4/stsac_actor_prefix": runs("prefix", 1000.0),
         "Hopper-v4/stsac_critic_lam": runs("lam", 3000.0),  # a try without a base of its tag
+        "Hopper-v4/sb3_sac_recipe_settings": runs("", 1900.0),  # the SB3 reference, against sac too
     }
     summary = {key: summarize(records) for key, records in groups.items()}
     lines = bench_offpolicy.same_tag_verdicts(groups, summary)
-    assert len(lines) == 2
+    assert len(lines) == 3
     assert lines[0].startswith("- **Hopper-v4, stsac_actor vs SAC** (3 vs 3 seeds): final return STSAC wins: +100.0")
-    assert lines[1].startswith("- **Hopper-v4, stsac_actor_prefix vs SAC (prefix)** (3 vs 3 seeds)")
-    assert "+600.0 (1001.0 vs 401.0)" in lines[1]  # against sac_prefix, never against the new sac
+    assert lines[1].startswith("- **Hopper-v4, sb3_sac_recipe_settings vs SAC** (3 vs 3 seeds): final return SB3 loses")
+    assert lines[2].startswith("- **Hopper-v4, stsac_actor_prefix vs SAC (prefix)** (3 vs 3 seeds)")
+    assert "+600.0 (1001.0 vs 401.0)" in lines[2]  # against sac_prefix, never against the new sac
 
 
 def offpolicy_runs(variant: str, tag: str, level: float, env: str = "Hopper-v4", **config) -> list[dict]:
