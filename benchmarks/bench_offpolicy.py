@@ -70,6 +70,10 @@ MATRIX = (  # the benchmark's matrix: (envs, variants, seeds); the last rows are
 )
 PAIRS = (("sac", "stsac", ("STSAC", "SAC")), ("td3", "sttd3", ("STTD3", "TD3")), ("ddpg", "stddpg", ("STDDPG", "DDPG")))
 REFERENCE = ("sac", "sb3_sac", ("SB3", "SAC"))  # Stable-Baselines3's SAC (``sb3``) against the recipe's
+PEAK_COLUMNS = {  # a run that peaks and then falls: late-training instability, not slow learning
+    "peak mean": lambda s: f"{s['peak_mean']:.1f}",
+    "peak − final": lambda s: f"{s['peak_drop_mean']:.1f}",
+}
 DIAGNOSTICS = (
     "correction_ratio",
     "cosine_partial_total",
@@ -418,7 +422,7 @@ def command_aggregate(args) -> None:
     if not groups:
         sys.exit(f"error: no result files under {RESULTS}; run `offpolicy.py run` first")
     summary = {key: summarize(records) for key, records in sorted(groups.items())}
-    rows = table_rows(summary)
+    rows = table_rows(summary, PEAK_COLUMNS)
     print("\n".join(rows))
     verdicts = same_tag_verdicts(groups, summary) + solve_try_verdicts(groups, summary)
     verdicts = verdicts or ["- no Stackelberg/base pair with results yet"]

@@ -68,9 +68,14 @@ def scores(records: list[dict]) -> dict[str, np.ndarray]:
 
 
 def summarize(records: list[dict]) -> dict:
-    """Seeds, frames, and for ``final`` and ``auc``: mean, IQM and their 95% CIs (``<score>_ci`` = mean's)."""
-    frames, _ = curves(records)
-    summary: dict = {"seeds": len(records), "frames": int(frames[-1])}
+    """Seeds, frames, and for ``final`` and ``auc``: mean, IQM and their 95% CIs (``<score>_ci`` = mean's);
+    each run's ``peak`` (its best evaluation), their mean and the mean ``peak_drop`` (peak − final, ≥ 0),
+    without CIs."""
+    frames, values = curves(records)
+    peaks = values.max(axis=1)
+    summary: dict = {"seeds": len(records), "frames": int(frames[-1]), "peak_values": [float(v) for v in peaks]}
+    summary["peak_mean"] = float(peaks.mean())
+    summary["peak_drop_mean"] = float(np.mean(peaks - values[:, -1]))
     for score, values in scores(records).items():
         for name, func in METRICS.items():
             point, interval = _estimate(values, func)

@@ -24,6 +24,13 @@ def test_iqm_drops_the_outer_quartiles():
     assert summary["auc_mean"] == pytest.approx(0.625)  # trapezoid from 0 to the final return
 
 
+def test_peak_is_each_runs_best_evaluation_and_the_drop_its_mean_fall_to_the_end():
+    runs = [{"eval_curve": [[0, 0.0], [50, 9.0], [100, 4.0]]}, {"eval_curve": [[0, 0.0], [50, 1.0], [100, 3.0]]}]
+    summary = bench_stats.summarize(runs)
+    assert summary["peak_values"] == [9.0, 3.0] and summary["peak_mean"] == pytest.approx(6.0)
+    assert summary["peak_drop_mean"] == pytest.approx((9.0 - 4.0 + 0.0) / 2)
+
+
 def test_bootstrap_ci_covers_the_mean_shrinks_with_n_and_is_reproducible():
     rng = np.random.default_rng(0)
     small, large = rng.normal(10, 2, 10), rng.normal(10, 2, 1000)
