@@ -34,7 +34,7 @@ import argparse
 import csv
 import json
 import sys
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
 from bench_report import replace_section
@@ -358,62 +358,94 @@ SOLVE_KEYS = frozenset(
 )  # fmt: skip
 
 
-def is_solve_try(records: list[dict]) -> bool:
-    """A tagged Stackelberg group whose runs differ from a fresh untagged run of their variant only in
-    ``SOLVE_KEYS`` (e.g. ``stsac_critic_fishercond``: ``hessian=fisher regularization_decay=condition``):
-    it trained today's base."""
+def base_settings(record: dict) -> str:
+    """A run's effective config without the seed, who leads (``algo``, ``leader``) and the follower
+    solve (``SOLVE_KEYS``), as sorted JSON: what a Stackelberg run shares with the base it is judged
+    against."""
+    return _base_settings(record["config"])
+
+
+@cache
+def _base_settings(config: str) -> str:
+    from omegaconf import OmegaConf
+
+    ran = effective_config(OmegaConf.create(config))
+    return json.dumps({k: v for k, v in ran.items() if k not in SOLVE_KEYS | {"algo", "leader"}}, sort_keys=True)
+
+
+def solve_try_base(groups: dict[str, list[dict]], key: str) -> str | None:
+    """The base group that the tagged Stackelberg group ``key`` trained, if not its own tag's: the group
+    of its base variant on the same env, untagged first, whose runs share every setting with it but the
+    follower solve (e.g. ``stsac_critic_fishercond``, ``hessian=fisher regularization_decay=condition``,
+    meets ``sac``). None for a group that changed more than the solve, or for an untagged one."""
+    records = groups[key]
     variant, tag = records[0].get("variant"), records[0]["tag"]
     if not tag or variant not in VARIANTS or not variant.startswith("st") or "config" not in records[0]:
-        return False
-    return all(differs_from_default(record) <= SOLVE_KEYS for record in records)
+        return None
+    settings = {base_settings(record) for record in records}
+    env = key.split("/")[0]
+    base = next(pair[0] for pair in PAIRS if variant.startswith(pair[1]))
+    for other, base_records in sorted(groups.items()):  # "<env>/sac" sorts before "<env>/sac_<tag>"
+        same_base = other.split("/")[0] == env and base_records[0].get("variant") == base
+        if same_base and base_records[0]["tag"] != tag and all("config" in r for r in base_records):
+            if {base_settings(record) for record in base_records} == settings and len(settings) == 1:
+                return other
+    return None
 
 
 def solve_try_verdicts(groups: dict[str, list[dict]], summary: dict[str, dict]) -> list[str]:
-    """The verdict lines of each solve try (:func:`is_solve_try`) against the untagged base: it trained
-    that same base."""
+    """The verdict lines of each solve try against the base it trained (:func:`solve_try_base`)."""
     lines = []
     for key, records in sorted(groups.items()):
-        if is_solve_try(records):
-            env, variant = key.split("/")[0], records[0]["variant"]
-            base, twin, names = next(pair for pair in PAIRS if variant.startswith(pair[1]))
-            both = {k: summary[k] for k in (key, f"{env}/{base}") if k in summary}
+        base_key = solve_try_base(groups, key)
+        if base_key is not None:
+            base, twin, (twin_name, base_name) = next(p for p in PAIRS if records[0]["variant"].startswith(p[1]))
+            base_tag = groups[base_key][0]["tag"]
+            names = (twin_name, base_name + (f" ({base_tag})" if base_tag else ""))
+            both = {key: summary[key], f"{key.split('/')[0]}/{base}": summary[base_key]}  # as pair_verdicts looks it up
             lines += pair_verdicts(both, base, twin, names)
     return lines
 
 
 def per_seed_tables(groups: dict[str, list[dict]], summary: dict[str, dict]) -> list[str]:
-    """Markdown, per env and base: final / AUC of every seed of the base, its default Stackelberg twins
-    and their solve tries with at least ``MIN_SEEDS_FOR_VERDICT`` seeds, side by side on the same seeds."""
+    """Markdown, per env and base group: final / AUC of every seed of the base, its Stackelberg twins of
+    the same tag and the solve tries that trained it with at least ``MIN_SEEDS_FOR_VERDICT`` seeds,
+    side by side on the same seeds."""
     lines = []
-    for env in sorted({key.split("/")[0] for key in groups}):
-        for base, twin, (_, base_name) in PAIRS:
-            names = (base, f"{twin}_actor", f"{twin}_critic")
-            keys = [f"{env}/{name}" for name in names if f"{env}/{name}" in groups]
-            keys += [
-                key
-                for key, records in sorted(groups.items())
-                if key.startswith(f"{env}/{twin}_") and len(records) >= MIN_SEEDS_FOR_VERDICT and is_solve_try(records)
-            ]
-            if len(keys) < 2:
-                continue
-            cells = {
-                key: {
-                    record["seed"]: f"{final:.0f} / {auc:.0f}"
-                    for record, final, auc in zip(
-                        groups[key], summary[key]["final_values"], summary[key]["auc_values"], strict=True
-                    )
-                }
-                for key in keys
+    for base_key, base_records in sorted(groups.items()):
+        env, tag = base_key.split("/")[0], base_records[0]["tag"]
+        pair = next((p for p in PAIRS if base_records[0].get("variant") == p[0]), None)
+        if pair is None:
+            continue
+        base, twin, (_, base_name) = pair
+        suffix = f"_{tag}" if tag else ""
+        keys = [base_key, *(f"{env}/{twin}_{leader}{suffix}" for leader in ("actor", "critic"))]
+        keys = [key for key in keys if key in groups]
+        keys += [
+            key
+            for key, records in sorted(groups.items())
+            if len(records) >= MIN_SEEDS_FOR_VERDICT and solve_try_base(groups, key) == base_key
+        ]
+        if len(keys) < 2:
+            continue
+        cells = {
+            key: {
+                record["seed"]: f"{final:.0f} / {auc:.0f}"
+                for record, final, auc in zip(
+                    groups[key], summary[key]["final_values"], summary[key]["auc_values"], strict=True
+                )
             }
-            seeds = sorted({seed for column in cells.values() for seed in column})
-            lines += [
-                f"{env}, {base_name} and its Stackelberg twin, final / AUC per seed:",
-                "",
-                "| seed | " + " | ".join(f"`{key.split('/')[1]}`" for key in keys) + " |",
-                "| --- |" + " --- |" * len(keys),
-                *(f"| {seed} | " + " | ".join(cells[key].get(seed, "–") for key in keys) + " |" for seed in seeds),
-                "",
-            ]
+            for key in keys
+        }
+        seeds = sorted({seed for column in cells.values() for seed in column})
+        lines += [
+            f"{env}, {base_name}{f' ({tag})' if tag else ''} and its Stackelberg twin, final / AUC per seed:",
+            "",
+            "| seed | " + " | ".join(f"`{key.split('/')[1]}`" for key in keys) + " |",
+            "| --- |" + " --- |" * len(keys),
+            *(f"| {seed} | " + " | ".join(cells[key].get(seed, "–") for key in keys) + " |" for seed in seeds),
+            "",
+        ]
     return lines
 
 

@@ -323,6 +323,36 @@ def test_a_tagged_stackelberg_try_is_judged_against_the_untagged_base_only_if_it
     assert table[6] == "| 2 | 2002 / 1502 | 1002 / 752 |"
 
 
+def test_a_solve_try_on_earlier_defaults_meets_the_base_group_that_kept_them():
+    """After a default changes (here the batch size), the earlier default groups move to a tag; a solve
+    try that ran on them meets that tagged base, in its verdict and in the per-seed table, never the
+    new untagged one."""
+    import bench_offpolicy
+    from bench_stats import summarize
+
+    groups = {
+        "Hopper-v4/sac": offpolicy_runs("sac", "", 2000.0),
+        "Hopper-v4/sac_bs128": offpolicy_runs("sac", "bs128", 500.0, batch_size=128),
+        "Hopper-v4/stsac_actor_bs128": offpolicy_runs("stsac_actor", "bs128", 600.0, batch_size=128),
+        "Hopper-v4/stsac_actor_cgmin": offpolicy_runs("stsac_actor", "cgmin", 700.0, batch_size=128, cg_iterations=5),
+    }
+    assert bench_offpolicy.solve_try_base(groups, "Hopper-v4/stsac_actor_cgmin") == "Hopper-v4/sac_bs128"
+    assert bench_offpolicy.solve_try_base(groups, "Hopper-v4/stsac_actor_bs128") is None  # its tag's base judges it
+    summary = {key: summarize(records) for key, records in groups.items()}
+    lines = bench_offpolicy.solve_try_verdicts(groups, summary)
+    assert len(lines) == 1
+    assert lines[0].startswith(
+        "- **Hopper-v4, stsac_actor_cgmin vs SAC (bs128)** (3 vs 3 seeds): final return STSAC wins"
+    )
+    assert "+200.0 (701.0 vs 501.0)" in lines[0]
+    table = bench_offpolicy.per_seed_tables(groups, summary)
+    assert table[0] == "Hopper-v4, SAC (bs128) and its Stackelberg twin, final / AUC per seed:"
+    assert table[2] == "| seed | `sac_bs128` | `stsac_actor_bs128` | `stsac_actor_cgmin` |"
+    assert (
+        len(table) == 8
+    )  # title, blank, header, rule, 3 seeds, blank; no table for the untagged sac: no twin and no try trained it
+
+
 def test_per_seed_tables_set_each_base_beside_its_twins_and_their_solve_tries():
     """TD3's table holds ``td3``, the default ``sttd3_actor`` and a solve try of it (another CG rule);
     a base without a Stackelberg group beside it gets no table."""
