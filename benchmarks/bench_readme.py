@@ -63,7 +63,29 @@ DEFAULT_ROWS = [
     ),
 ]
 # Every other configuration measured against the same bases: earlier defaults, other λ and CG rules.
+# "every 50": the off-policy schedule before one update per env step (tag every50), 50 updates after
+# every 50 steps; its Stackelberg groups are judged against that schedule's base, never today's.
 VARIANT_ROWS = [
+    *(  # the off-policy defaults on the 50-step schedule
+        (
+            f"`stsac_mujoco.py` ({leader} leads; every 50)",
+            "offpolicy",
+            env,
+            f"{env}/sac_every50",
+            f"{env}/stsac_{leader}_every50",
+            f"sac_{leader}",
+        )
+        for env in ("Hopper-v4", "HalfCheetah-v4")
+        for leader in ("actor", "critic")
+    ),
+    (
+        "`stsac_mujoco.py` (algo=sttd3, actor leads; every 50)",
+        "offpolicy",
+        "HalfCheetah-v4",
+        "HalfCheetah-v4/td3_every50",
+        "HalfCheetah-v4/sttd3_actor_every50",
+        "td3",
+    ),
     *(  # the runs on the earlier SAC defaults (tag prefix), never mixed with today's
         (
             f"`stsac_mujoco.py` ({leader} leads; earlier SAC defaults)",
@@ -78,29 +100,29 @@ VARIANT_ROWS = [
     ),
     *(  # the actor leader's default before CG returned its last iterate
         (
-            "`stsac_mujoco.py` (actor leads, smallest-residual CG)",
+            "`stsac_mujoco.py` (actor leads, smallest-residual CG; every 50)",
             "offpolicy",
             env,
-            f"{env}/sac",
+            f"{env}/sac_every50",
             f"{env}/stsac_actor_cgmin",
             "sac_actor",
         )
         for env in ("Hopper-v4", "HalfCheetah-v4")
     ),
     (  # STTD3's default before CG returned its last iterate
-        "`stsac_mujoco.py` (algo=sttd3, actor leads, smallest-residual CG)",
+        "`stsac_mujoco.py` (algo=sttd3, actor leads, smallest-residual CG; every 50)",
         "offpolicy",
         "HalfCheetah-v4",
-        "HalfCheetah-v4/td3",
+        "HalfCheetah-v4/td3_every50",
         "HalfCheetah-v4/sttd3_actor_cgmin",
         "td3",
     ),
     *(  # the critic leader's earlier default, the actor's exact Hessian with λ = 1, under each CG rule
         (
-            f"`stsac_mujoco.py` (critic leads, exact Hessian λ = 1, {rule} CG)",
+            f"`stsac_mujoco.py` (critic leads, exact Hessian λ = 1, {rule} CG; every 50)",
             "offpolicy",
             env,
-            f"{env}/sac",
+            f"{env}/sac_every50",
             f"{env}/stsac_critic_{tag}",
             "sac_critic_exact",
         )
@@ -131,7 +153,7 @@ VARIANT_ROWS = [
         for env in ("Hopper-v4", "Walker2d-v4")
     ),
     *(
-        (f"`stsac_mujoco.py` ({what})", "offpolicy", env, f"{env}/sac", f"{env}/{group}", cost)
+        (f"`stsac_mujoco.py` ({what}; every 50)", "offpolicy", env, f"{env}/sac_every50", f"{env}/{group}", cost)
         for what, group, cost, envs in (
             (
                 "actor leads, condition-λ κ = 100, smallest-residual CG",

@@ -88,6 +88,7 @@ class TrainingRun:
         self.timer = PhaseTimer()
         self.stateful: dict[str, Any] = {}
         self.recent_returns: list[float] = []
+        self.unlogged_returns: list[float] = []  # training episodes finished since the last written row
         self.last_eval: list[float] = []
         self.last_checkpoint: Path | None = None
         if self.complete:
@@ -122,6 +123,7 @@ class TrainingRun:
         self.logger = make_logger(self.cfg.logger, self.run_dir, frames, saved_logger)
         self.next_eval = self._next_multiple(self.cfg.eval_interval)
         self.next_checkpoint = self._next_multiple(self.cfg.checkpoint_interval)
+        self.next_log = self._next_multiple(self.cfg.get("log_interval", 1))
 
     def _next_multiple(self, interval: int) -> int:
         return (self.counters["frames"] // interval + 1) * interval
@@ -201,13 +203,24 @@ class TrainingRun:
         self.next_eval += self.cfg.eval_interval
         return {"eval/return_mean": float(np.mean(self.last_eval)), "eval/return_std": float(np.std(self.last_eval))}
 
-    def log(self, batch: TensorDictBase, metrics: dict[str, float]) -> None:
-        """Log ``metrics`` with the batch's finished training episodes and phase times; advance the bar."""
+    def log_due(self) -> bool:
+        """Whether a row of metrics is written after this batch: every ``log_interval`` frames (a recipe
+        without the key: every batch), and at every checkpoint and the end, so that none is lost."""
+        return self.counters["frames"] >= self.next_log or self.checkpoint_due()
+
+    def log(self, batch: TensorDictBase, metrics: dict[str, float] | None) -> None:
+        """Advance the bar with the batch's finished training episodes. Unless ``metrics`` is None, write
+        them with the mean return of the episodes finished since the last row and the phase times since."""
         finished = batch["next", "episode_reward"][batch["next", "done"]]
         if finished.numel():
             self.recent_returns = (self.recent_returns + finished.tolist())[-20:]
-            metrics["train/episode_return"] = float(finished.mean())
-        log_scalars(self.logger, {**metrics, **self.timer.pop()}, self.counters["frames"])
+            self.unlogged_returns += finished.tolist()
+        if metrics is not None:
+            if self.unlogged_returns:
+                metrics["train/episode_return"] = float(np.mean(self.unlogged_returns))
+                self.unlogged_returns = []
+            log_scalars(self.logger, {**metrics, **self.timer.pop()}, self.counters["frames"])
+            self.next_log = self._next_multiple(self.cfg.get("log_interval", 1))
         self.progress.update(batch.numel())
         postfix = {"return": f"{np.mean(self.recent_returns):.1f}" if self.recent_returns else "-"}
         if self.last_eval:

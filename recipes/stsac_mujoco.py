@@ -9,7 +9,8 @@ python recipes/stsac_mujoco.py env=HalfCheetah-v4 algo=sttd3       # Stackelberg
 Every key of ``recipe_schema.StsacConfig`` is a ``key=value`` override; ``config_stsac.yaml`` is the
 preset. Per batch: collect ``frames_per_batch`` steps into a replay buffer, then ``utd_ratio``
 updates per step, each on one minibatch and one noise draw for both players (leader: total
-derivative; follower: its own gradient; α: its own loss), then Polyak-averaged targets. TD3's
+derivative; follower: its own gradient; α: its own loss), then Polyak-averaged targets; a row of
+metrics (means over the updates since the last) every ``log_interval`` frames and at evaluations. TD3's
 actor and targets step every ``policy_delay`` updates; TD3 and DDPG explore with Gaussian noise.
 """
 
@@ -103,9 +104,9 @@ def train(cfg: DictConfig, run_dir: Path | None) -> dict[str, Any]:
     evaluate_policy = policy_evaluator(actor, eval_env, cfg)
 
     # ---- the loop: collect into the buffer, utd_ratio updates per step, log, evaluate, checkpoint
+    logged = defaultdict(list)  # each update's diagnostics since the last written row
     for batch in run.batches(collector, f"{cfg.algo} {cfg.env}"):
         extend_replay(replay, batch.reshape(-1), cfg.buffer_size)
-        logged = defaultdict(list)
         if run.counters["frames"] >= warmup:
             with run.timer("update"):
                 for _ in range(int(cfg.utd_ratio * batch.numel())):
@@ -131,12 +132,13 @@ def train(cfg: DictConfig, run_dir: Path | None) -> dict[str, Any]:
                     run.counters["updates"] += 1
                     for key, value in diagnostics.items():
                         logged[prefix + key].append(float(value))
-        metrics = {key: float(np.mean(values)) for key, values in logged.items()}
-        if base == "sac":
-            metrics["alpha"] = float(loss.alpha)
-
-        if run.evaluation_due():
-            metrics.update(run.evaluate(evaluate_policy))
+        evaluated = run.evaluate(evaluate_policy) if run.evaluation_due() else None
+        metrics = None  # this batch writes no row: its diagnostics wait for the next one
+        if evaluated is not None or run.log_due():  # a row: the means over every update since the last
+            metrics = {key: float(np.mean(values)) for key, values in logged.items()} | (evaluated or {})
+            if base == "sac":
+                metrics["alpha"] = float(loss.alpha)
+            logged.clear()
         run.log(batch, metrics)
         if run.checkpoint_due():
             run.checkpoint()  # then fresh seeded episodes: a resumed run is bit-identical

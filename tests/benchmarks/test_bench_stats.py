@@ -410,6 +410,8 @@ def write_summaries(directory) -> None:
             "HalfCheetah-v4/stsac_critic": bench_stats.summarize(records([11.0, 12.0, 13.0])),
             "HalfCheetah-v4/td3": bench_stats.summarize(records([20.0, 21.0, 22.0])),
             "HalfCheetah-v4/sttd3_actor": bench_stats.summarize(records([1.0, 2.0, 3.0])),
+            "Hopper-v4/sac_every50": bench_stats.summarize(records([10.0, 11.0, 12.0, 13.0, 14.0])),
+            "Hopper-v4/stsac_actor_every50": bench_stats.summarize(records([20.0, 21.0, 22.0])),
             "Hopper-v4/stsac_critic_fishercond": bench_stats.summarize(records([20.0, 21.0, 22.0])),
             "Hopper-v4/stsac_critic_cgmin": bench_stats.summarize(records([11.0, 12.0, 13.0])),
             "Hopper-v4/stsac_actor_gn": bench_stats.summarize(records([1.0, 2.0, 3.0])),
@@ -435,18 +437,23 @@ def test_readme_table_gives_no_verdict_below_the_seed_floor(tmp_path, monkeypatc
     )
     assert rows[("| `stsac_mujoco.py` (actor leads)", "HalfCheetah-v4")].endswith("| 1.50× | win / win |")
     assert rows[("| `stsac_mujoco.py` (critic leads)", "HalfCheetah-v4")].endswith("| 2.00× | tie / tie |")
-    exact = ("| `stsac_mujoco.py` (critic leads, exact Hessian λ = 1, smallest-residual CG)", "Hopper-v4")
+    exact = ("| `stsac_mujoco.py` (critic leads, exact Hessian λ = 1, smallest-residual CG; every 50)", "Hopper-v4")
     assert rows[exact].endswith("| 3 vs 5 | SAC 12 | 12 | 1.25× | tie / tie |")
     assert rows[("| `stsac_mujoco.py` (algo=sttd3, actor leads)", "HalfCheetah-v4")].endswith(
         "| 3 vs 3 | TD3 21 | 2 | 1.75× | loss / loss |"
     )
-    fisher = ("| `stsac_mujoco.py` (critic leads, Fisher + condition-λ κ = 100, smallest-residual CG)", "Hopper-v4")
+    fisher = (
+        "| `stsac_mujoco.py` (critic leads, Fisher + condition-λ κ = 100, smallest-residual CG; every 50)",
+        "Hopper-v4",
+    )
     assert rows[fisher].endswith("| 3 vs 5 | SAC 12 | 21 | 2.00× | win / win |")
     ppo = ("| `stppo_mujoco.py` (condition-λ κ = 10, bound ρ = 1)", "Hopper-v4")
     assert rows[ppo].endswith("| PPO 11 | 11 | not timed | tie / tie |")
-    gauss_newton = ("| `stsac_mujoco.py` (actor leads, Gauss-Newton)", "Hopper-v4")
+    gauss_newton = ("| `stsac_mujoco.py` (actor leads, Gauss-Newton; every 50)", "Hopper-v4")
     assert rows[gauss_newton].endswith("| 3 vs 5 | SAC 12 | 2 | 2.50× | loss / loss |")
-    assert len(rows) == 8
+    every50 = ("| `stsac_mujoco.py` (actor leads; every 50)", "Hopper-v4")  # against the 50-step schedule's SAC
+    assert rows[every50].endswith("| 3 vs 5 | SAC 12 | 21 | 1.50× | win / win |")
+    assert len(rows) == 9
 
 
 def test_readme_gets_the_defaults_and_results_every_configuration(tmp_path, monkeypatch):
@@ -465,7 +472,7 @@ def test_readme_gets_the_defaults_and_results_every_configuration(tmp_path, monk
     monkeypatch.setattr(bench_readme, "RESULTS", results)
     bench_readme.main()
     default = "| `stsac_mujoco.py` (actor leads) | HalfCheetah-v4 |"
-    variant = "| `stsac_mujoco.py` (critic leads, exact Hessian λ = 1, smallest-residual CG) | Hopper-v4 |"
+    variant = "| `stsac_mujoco.py` (critic leads, exact Hessian λ = 1, smallest-residual CG; every 50) | Hopper-v4 |"
     readme_section = readme.read_text().split("<!-- results:start -->")[1].split("<!-- results:end -->")[0]
     assert default in readme_section and variant not in readme_section
     assert "benchmarks/RESULTS.md" in readme_section
