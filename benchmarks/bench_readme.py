@@ -253,7 +253,9 @@ def main() -> None:
         *defaults,
         "",
         "Every other configuration measured against the same bases (earlier defaults, other λ and CG",
-        "rules): the table at the top of [`benchmarks/RESULTS.md`](benchmarks/RESULTS.md).",
+        "rules, and the off-policy recipe on its earlier schedule of 50 updates every 50 steps, rows",
+        '"every 50", until its default rows on one update per step have runs): the table at the top of',
+        "[`benchmarks/RESULTS.md`](benchmarks/RESULTS.md).",
     ]
     every = [
         "# Every Stackelberg configuration against its base",
