@@ -128,7 +128,9 @@ def test_offpolicy_driver_records_curves_and_stackelberg_diagnostics(tmp_path, m
     args = argparse.Namespace(
         envs="Hopper-v4", variants="sac,stsac_critic,sttd3_actor", seeds="0", tag="", frames=400, jobs=2,
         launcher="joblib",
-        overrides=["frames_per_batch=100", "batch_size=32", "num_cells=[16,16]", "correction_every=1"],
+        overrides=[
+            "frames_per_batch=100", "log_interval=100", "batch_size=32", "num_cells=[16,16]", "correction_every=1"
+        ],
     )  # fmt: skip
     bench_offpolicy.command_run(args)
     sac = json.loads((tmp_path / "results" / "Hopper-v4_sac_seed0.json").read_text())
@@ -137,7 +139,7 @@ def test_offpolicy_driver_records_curves_and_stackelberg_diagnostics(tmp_path, m
     assert "leader: critic" in stsac["config"] and "algo: stsac" in stsac["config"]
     assert (
         len(stsac["diagnostics"]["correction_ratio"]) == 4
-    )  # a row per batch: the warm-up (40 frames) ends in the first
+    )  # a row per batch (log_interval=100): the warm-up (40 frames) ends in the first
     assert sac["diagnostics"] == {}
     sttd3 = json.loads((tmp_path / "results" / "Hopper-v4_sttd3_actor_seed0.json").read_text())
     assert "algo: sttd3" in sttd3["config"] and sttd3["diagnostics"]["correction_ratio"]
