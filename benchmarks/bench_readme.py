@@ -32,6 +32,23 @@ from bench_stats import MIN_SEEDS_FOR_VERDICT, compare, enough_seeds
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
+
+def offpolicy_rows(tag: str = "", note: str = "") -> list[tuple[str, str, str, str, str, str]]:
+    """The off-policy recipe's default twins against their bases, for the groups tagged ``tag``: SAC with
+    either leader on Hopper-v4 and HalfCheetah-v4, STTD3 on HalfCheetah-v4; ``note`` ends each label."""
+    suffix = f"_{tag}" if tag else ""
+    sac = [
+        (f"`stsac_mujoco.py` ({leader} leads{note})", "offpolicy", env, f"{env}/sac{suffix}",
+         f"{env}/stsac_{leader}{suffix}", f"sac_{leader}")
+        for env in ("Hopper-v4", "HalfCheetah-v4")
+        for leader in ("actor", "critic")
+    ]  # fmt: skip
+    env = "HalfCheetah-v4"
+    td3 = (f"`stsac_mujoco.py` (algo=sttd3, actor leads{note})", "offpolicy", env, f"{env}/td3{suffix}",
+           f"{env}/sttd3_actor{suffix}", "td3")  # fmt: skip
+    return [*sac, td3]
+
+
 # (recipe, summary file, env, base group, Stackelberg group, cost) — the groups as the drivers name them.
 # The recipes at their defaults; a row appears once its runs exist.
 DEFAULT_ROWS = [
@@ -41,51 +58,13 @@ DEFAULT_ROWS = [
     ("`stac_mujoco.py`", "sample_efficiency", "Walker2d-v4", "walker/ac/k80", "walker/stac/k80", "pg"),
     ("`stppo_mujoco.py`", "ppo", "Hopper-v4", "Hopper-v4/ac", "Hopper-v4/stac_rel1e6", "ppo"),
     ("`stppo_mujoco.py`", "ppo", "Walker2d-v4", "Walker2d-v4/ac", "Walker2d-v4/stac_rel1e6", "ppo"),
-    *(
-        (
-            f"`stsac_mujoco.py` ({leader} leads)",
-            "offpolicy",
-            env,
-            f"{env}/sac",
-            f"{env}/stsac_{leader}",
-            f"sac_{leader}",
-        )
-        for env in ("Hopper-v4", "HalfCheetah-v4")
-        for leader in ("actor", "critic")
-    ),
-    (
-        "`stsac_mujoco.py` (algo=sttd3, actor leads)",
-        "offpolicy",
-        "HalfCheetah-v4",
-        "HalfCheetah-v4/td3",
-        "HalfCheetah-v4/sttd3_actor",
-        "td3",
-    ),
+    *offpolicy_rows(),
 ]
 # Every other configuration measured against the same bases: earlier defaults, other λ and CG rules.
 # "every 50": the off-policy schedule before one update per env step (tag every50), 50 updates after
 # every 50 steps; its Stackelberg groups are judged against that schedule's base, never today's.
 VARIANT_ROWS = [
-    *(  # the off-policy defaults on the 50-step schedule
-        (
-            f"`stsac_mujoco.py` ({leader} leads; every 50)",
-            "offpolicy",
-            env,
-            f"{env}/sac_every50",
-            f"{env}/stsac_{leader}_every50",
-            f"sac_{leader}",
-        )
-        for env in ("Hopper-v4", "HalfCheetah-v4")
-        for leader in ("actor", "critic")
-    ),
-    (
-        "`stsac_mujoco.py` (algo=sttd3, actor leads; every 50)",
-        "offpolicy",
-        "HalfCheetah-v4",
-        "HalfCheetah-v4/td3_every50",
-        "HalfCheetah-v4/sttd3_actor_every50",
-        "td3",
-    ),
+    *offpolicy_rows("every50", "; every 50"),
     *(  # the runs on the earlier SAC defaults (tag prefix), never mixed with today's
         (
             f"`stsac_mujoco.py` ({leader} leads; earlier SAC defaults)",
