@@ -383,12 +383,14 @@ def solve_try_base(groups: dict[str, list[dict]], key: str) -> str | None:
     if not tag or variant not in VARIANTS or not variant.startswith("st") or "config" not in records[0]:
         return None
     settings = {base_settings(record) for record in records}
+    if len(settings) != 1:  # its own runs differ: no single base trained them all
+        return None
     env = key.split("/")[0]
     base = next(pair[0] for pair in PAIRS if variant.startswith(pair[1]))
     for other, base_records in sorted(groups.items()):  # "<env>/sac" sorts before "<env>/sac_<tag>"
         same_base = other.split("/")[0] == env and base_records[0].get("variant") == base
         if same_base and base_records[0]["tag"] != tag and all("config" in r for r in base_records):
-            if {base_settings(record) for record in base_records} == settings and len(settings) == 1:
+            if {base_settings(record) for record in base_records} == settings:
                 return other
     return None
 
