@@ -11,17 +11,17 @@
 ``submitit_slurm`` or ``ray`` on a cluster), one thread per run, in ``benchmarks/runs/offpolicy/<run>/``
 (not committed); a run killed midway resumes from its last checkpoint (replay buffer included) on
 the next ``run``. A finished run writes ``benchmarks/results/offpolicy/<run>.json`` (config,
-evaluation curve, wall time, the Stackelberg diagnostics per batch) within a minute, while the
+evaluation curve, wall time, the Stackelberg diagnostics per logged row) within a minute, while the
 sweep goes on, and is skipped from then on.
 ``sb3`` trains Stable-Baselines3's SAC with its defaults at the same budget and evaluation grid
 (checkpointed with its replay buffer, resumable) into the same directory, as the reference that
-plain ``sac`` must match; ``sb3 --schedule recipe`` trains it on the recipe's schedule instead (its
-capped warm-up, then blocks of ``frames_per_batch`` steps and as many updates), which separates the
+plain ``sac`` must match; ``sb3 --schedule recipe`` trains it on the recipe's earlier schedule instead
+(its capped warm-up, then 50 steps and 50 updates in turn, the ``every50`` groups), which separates the
 schedule's effect from the implementation's; ``sb3 --schedule recipe_settings`` trains it with the
 recipe's SAC settings (Tianshou's: Adam 1e-3, α = 0.2, 10k random steps) on SB3's per-step schedule,
 which is Tianshou's published MuJoCo configuration in another implementation; ``sb3 --schedule
-recipe_all`` trains it with the recipe's settings on the recipe's schedule, so that only the
-implementation differs from the recipe's SAC. ``aggregate`` writes the statistics
+recipe_all`` trains it with the recipe's settings on that earlier schedule, so that only the
+implementation differs from the recipe's SAC of the ``every50`` groups. ``aggregate`` writes the statistics
 (``bench_stats.py``), curves, diagnostics plots, the off-policy section of ``benchmarks/RESULTS.md``
 and the results table in ``docs/recipes.md``.
 ``--tag`` and extra ``key=value`` overrides give a variant its own run names (e.g. ``--tag lam01
@@ -145,17 +145,20 @@ def command_run(args) -> None:
 
 
 # --------------------------------------------------------------------------- SB3's SAC, the reference
+EARLIER_STEPS = 50  # the recipe's schedule before one update per step: frames_per_batch=50 (groups every50)
+
+
 def _recipe_schedule(frames: int) -> dict:
-    """SB3 on the recipe's schedule: its capped warm-up, then frames_per_batch steps, as many updates."""
+    """SB3 on the recipe's earlier schedule, the ``every50`` groups' (the ``sb3_sac_recipe_schedule`` and
+    ``sb3_sac_recipe_all`` results): its capped warm-up, then 50 steps and 50 updates in turn."""
     sys.path.insert(0, str(ROOT / "recipes"))
     from recipe_schema import StsacConfig, offpolicy_warmup
 
     cfg = StsacConfig()
-    steps = int(cfg.frames_per_batch)
     return {
         "learning_starts": offpolicy_warmup(cfg.init_random_frames, frames),
-        "train_freq": (steps, "step"),
-        "gradient_steps": int(cfg.utd_ratio * steps),
+        "train_freq": (EARLIER_STEPS, "step"),
+        "gradient_steps": int(cfg.utd_ratio * EARLIER_STEPS),
     }
 
 
@@ -181,9 +184,9 @@ def _recipe_settings(frames: int) -> dict:
 # --schedule: (result variant, SB3's keyword arguments at a budget of ``frames``)
 SB3_SCHEDULES = {
     "sb3": ("sb3_sac", lambda frames: {}),  # SB3's defaults: lr 3e-4, α learnt, 100 random steps, per step
-    "recipe": ("sb3_sac_recipe_schedule", _recipe_schedule),  # SB3's settings, the recipe's schedule
+    "recipe": ("sb3_sac_recipe_schedule", _recipe_schedule),  # SB3's settings, the recipe's earlier schedule
     "recipe_settings": ("sb3_sac_recipe_settings", _recipe_settings),  # the recipe's settings, SB3's schedule
-    # the recipe's settings and schedule: the implementation is all that differs from the recipe's SAC
+    # the recipe's settings and earlier schedule: all that differs from the every50 SAC is the implementation
     "recipe_all": ("sb3_sac_recipe_all", lambda frames: {**_recipe_settings(frames), **_recipe_schedule(frames)}),
 }
 
@@ -508,7 +511,8 @@ def command_aggregate(args) -> None:
         *verdicts,
         "",
         *per_seed_tables(groups, summary),
-        "Stackelberg diagnostics per batch (mean over seeds): ![diagnostics](results/offpolicy_diagnostics.png)",
+        "Stackelberg diagnostics per logged row (means over its updates: every `log_interval` = 1000 frames per step,",
+        "every batch on the 50-step schedule), mean over seeds: ![diagnostics](results/offpolicy_diagnostics.png)",
         "",
         *diagnostics_table(groups),
     ]
@@ -519,7 +523,7 @@ def command_aggregate(args) -> None:
 
 
 def solved_regularization(record: dict) -> list[tuple[int, float]]:
-    """``(frames, λ)`` per batch: the mean λ of the batch's solves. Under ``regularization_decay=condition``
+    """``(frames, λ)`` per logged row: the mean λ of the row's solves. Under ``regularization_decay=condition``
     it is the rule applied to the batch's logged mean μ_min, μ_max, max(floor, (μ_max − κ μ_min)/(κ − 1)),
     exact while the rule is above the floor (λ is linear in μ there): result files written before
     commit ac7d683 averaged the logged λ with the plain updates' floor (¼ of it at correction_every=4)."""
@@ -540,8 +544,8 @@ def solved_regularization(record: dict) -> list[tuple[int, float]]:
     ]
 
 
-def batch_diagnostics(record: dict) -> dict[str, list[tuple[int, float]]]:
-    """The record's per-batch diagnostics, λ as :func:`solved_regularization` gives it."""
+def row_diagnostics(record: dict) -> dict[str, list[tuple[int, float]]]:
+    """The record's diagnostics per logged row, λ as :func:`solved_regularization` gives it."""
     diagnostics = dict(record.get("diagnostics", {}))
     if diagnostics.get("regularization"):
         diagnostics["regularization"] = solved_regularization(record)
@@ -550,7 +554,7 @@ def batch_diagnostics(record: dict) -> dict[str, list[tuple[int, float]]]:
 
 def diagnostics_table(groups: dict[str, list[dict]]) -> list[str]:
     """Markdown rows: each Stackelberg group's diagnostics over all its runs' batches, and over the
-    second half of training (per-batch values are means over that batch's corrected updates, λ as
+    second half of training (a row's values are means over its corrected updates, λ as
     :func:`solved_regularization` gives it; the curvature flag is the final solve's, so after a
     Gauss-Newton re-solve it is that solve's)."""
     import numpy as np
@@ -562,7 +566,7 @@ def diagnostics_table(groups: dict[str, list[dict]]) -> list[str]:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for key, records in sorted(groups.items()):
-        series = [batch_diagnostics(r) for r in records if r.get("diagnostics", {}).get("correction_ratio")]
+        series = [row_diagnostics(r) for r in records if r.get("diagnostics", {}).get("correction_ratio")]
         if not series:
             continue
         last = max(frames for d in series for frames, _ in d["correction_ratio"])
@@ -592,7 +596,7 @@ def plot_diagnostics(groups: dict[str, list[dict]], path: Path) -> None:
     fig, axes = plt.subplots(1, len(DIAGNOSTICS), figsize=(4.2 * len(DIAGNOSTICS), 3.4))
     for ax, name in zip(axes, DIAGNOSTICS, strict=True):
         for key, records in sorted(groups.items()):
-            series = [d[name] for d in map(batch_diagnostics, records) if d.get(name)]
+            series = [d[name] for d in map(row_diagnostics, records) if d.get(name)]
             if not series:
                 continue
             length = min(len(s) for s in series)

@@ -211,7 +211,8 @@ def test_offpolicy_condition_lambda_is_the_rule_on_the_logged_eigenvalues():
 def test_sb3_reference_with_the_recipe_settings_takes_them_from_the_recipe_schema():
     """``sb3 --schedule recipe_settings`` gives SB3's SAC the recipe's SAC defaults (Tianshou's MuJoCo
     settings), read from ``StsacConfig`` and ``OFFPOLICY_LEARNING_RATE``, on SB3's per-step schedule;
-    ``recipe_all`` on the recipe's schedule too."""
+    ``recipe_all`` on the recipe's earlier schedule too, 50 steps then 50 updates (the ``every50`` groups'),
+    which its results were trained on, whatever the recipe's default is now."""
     import bench_offpolicy
     from recipe_schema import OFFPOLICY_LEARNING_RATE, StsacConfig
 
@@ -226,8 +227,8 @@ def test_sb3_reference_with_the_recipe_settings_takes_them_from_the_recipe_schem
     assert "train_freq" not in options(100_000)  # SB3's own: one update after every step
     variant, options = bench_offpolicy.SB3_SCHEDULES["recipe_all"]  # and on the recipe's schedule
     assert (variant, options(100_000)["learning_rate"]) == ("sb3_sac_recipe_all", OFFPOLICY_LEARNING_RATE["sac"])
-    steps = StsacConfig.frames_per_batch
-    assert (options(100_000)["train_freq"], options(100_000)["gradient_steps"]) == ((steps, "step"), steps)
+    assert (options(100_000)["train_freq"], options(100_000)["gradient_steps"]) == ((50, "step"), 50)
+    assert StsacConfig.frames_per_batch == 1  # today's default is one update per step: not what it measures
 
 
 def test_offpolicy_tagged_variants_list_only_the_overrides_that_set_them_apart():
