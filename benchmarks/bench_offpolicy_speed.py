@@ -153,6 +153,14 @@ def table(record: dict) -> str:
     return "\n".join(lines)
 
 
+PLOT_PHASES = (
+    ("collect", "C0", "collect"),
+    ("update", "C1", "update"),
+    ("other", "C2", "rest"),
+    ("total", "C7", "SB3"),
+)
+
+
 def plot(record: dict, path: Path) -> None:
     """Stacked bars: seconds per 1000 frames per arm, by phase (SB3's as one bar)."""
     import matplotlib
@@ -165,15 +173,10 @@ def plot(record: dict, path: Path) -> None:
     for index, timing in enumerate(arms.values()):
         phases = timing["phase_seconds_per_1000_frames"] or {"total": timing["seconds_per_1000_frames"]}
         bottom = 0.0
-        for phase, color in (("collect", "C0"), ("update", "C1"), ("other", "C2"), ("total", "C7")):
+        for phase, color, label in PLOT_PHASES:
             if phase in phases:
-                axis.bar(
-                    index,
-                    phases[phase],
-                    bottom=bottom,
-                    color=color,
-                    label=phase if index == 0 or phase == "total" else None,
-                )
+                first = index == 0 or phase == "total"  # one legend entry per phase
+                axis.bar(index, phases[phase], bottom=bottom, color=color, label=label if first else None)
                 bottom += phases[phase]
     axis.set_xticks(range(len(arms)), list(arms), fontsize=8)
     axis.set_ylabel("seconds per 1000 frames")
