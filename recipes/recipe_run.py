@@ -154,7 +154,9 @@ class TrainingRun:
         a checkpoint, the collector's workers stopped, one line with the resume command on stderr,
         and :class:`RunInterrupted` (exit status 130 or 143).
         """
-        self.progress = tqdm(total=self.cfg.total_frames, initial=self.counters["frames"], unit="frames", desc=label)
+        self.progress = tqdm(  # redrawn at most once a second: per-step runs would otherwise redraw every frame
+            total=self.cfg.total_frames, initial=self.counters["frames"], unit="frames", desc=label, mininterval=1.0
+        )
         self.start_wall = time.perf_counter()
         start_fresh_episodes(collector, self.episode_seed())
         self.collector = collector
@@ -225,7 +227,7 @@ class TrainingRun:
         postfix = {"return": f"{np.mean(self.recent_returns):.1f}" if self.recent_returns else "-"}
         if self.last_eval:
             postfix["eval"] = f"{np.mean(self.last_eval):.1f}"
-        self.progress.set_postfix(postfix)
+        self.progress.set_postfix(postfix, refresh=False)  # shown at the bar's next redraw
 
     def checkpoint_due(self) -> bool:
         return self.counters["frames"] >= self.next_checkpoint or self.done

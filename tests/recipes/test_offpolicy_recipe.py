@@ -124,9 +124,10 @@ def test_plain_sac_and_exact_resume_with_the_replay_buffer(tmp_path):
     assert a["counters"] == b["counters"]
 
 
-def test_per_step_updates_write_a_row_of_means_every_log_interval(tmp_path):
+def test_per_step_updates_write_a_row_of_means_every_log_interval(tmp_path, capsys):
     """The default schedule, one update after every env step, writes one row per ``log_interval``
-    frames (and at checkpoints), each the mean over the updates since the last, not one per step."""
+    frames (and at checkpoints), each the mean over the updates since the last, not one per step;
+    its progress bar is redrawn at most once a second, not after every step."""
     per_step = ["frames_per_batch=1", "utd_ratio=1", "log_interval=50", "total_frames=150"]
     overrides = ["algo=sac", *TINY, *per_step, "eval_interval=150", "checkpoint_interval=150"]
     summary = train(load_config("config_stsac", overrides), tmp_path)
@@ -135,6 +136,8 @@ def test_per_step_updates_write_a_row_of_means_every_log_interval(tmp_path):
     assert csv_steps(tmp_path, "time/update") == [50, 100, 150]
     assert set(csv_steps(tmp_path, "train/episode_return")) <= {50, 100, 150}  # episodes since the last row
     assert csv_steps(tmp_path, "eval/return_mean") == [150]
+    bar = capsys.readouterr().err
+    assert "150/150" in bar and bar.count("\r") <= 3 + summary["wall_seconds"]  # start, end, 1/s
 
 
 @pytest.mark.parametrize(
