@@ -524,7 +524,7 @@ def command_aggregate(args) -> None:
 
 def solved_regularization(record: dict) -> list[tuple[int, float]]:
     """``(frames, λ)`` per logged row: the mean λ of the row's solves. Under ``regularization_decay=condition``
-    it is the rule applied to the batch's logged mean μ_min, μ_max, max(floor, (μ_max − κ μ_min)/(κ − 1)),
+    it is the rule applied to the row's logged mean μ_min, μ_max, max(floor, (μ_max − κ μ_min)/(κ − 1)),
     exact while the rule is above the floor (λ is linear in μ there): result files written before
     commit ac7d683 averaged the logged λ with the plain updates' floor (¼ of it at correction_every=4)."""
     from omegaconf import OmegaConf
@@ -553,7 +553,7 @@ def row_diagnostics(record: dict) -> dict[str, list[tuple[int, float]]]:
 
 
 def diagnostics_table(groups: dict[str, list[dict]]) -> list[str]:
-    """Markdown rows: each Stackelberg group's diagnostics over all its runs' batches, and over the
+    """Markdown rows: each Stackelberg group's diagnostics over all its runs' rows, and over the
     second half of training (a row's values are means over its corrected updates, λ as
     :func:`solved_regularization` gives it; the curvature flag is the final solve's, so after a
     Gauss-Newton re-solve it is that solve's)."""

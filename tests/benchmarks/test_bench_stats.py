@@ -205,7 +205,7 @@ def test_offpolicy_condition_lambda_is_the_rule_on_the_logged_eigenvalues():
     fixed = {"config": "regularization_decay: none\nregularization: 1.0\n", "diagnostics": diagnostics}
     assert bench_offpolicy.solved_regularization(fixed) == diagnostics["regularization"]
     rows = bench_offpolicy.diagnostics_table({"Hopper-v4/stsac_actor_cond": [condition]})
-    assert rows[2].endswith("| 9.9 |")  # median of the rule's λ, all batches
+    assert rows[2].endswith("| 9.9 |")  # median of the rule's λ, all rows
 
 
 def test_sb3_reference_with_the_recipe_settings_takes_them_from_the_recipe_schema():
