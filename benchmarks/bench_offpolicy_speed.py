@@ -94,15 +94,19 @@ def sb3_timing(env_id: str, frames: int) -> dict | None:
     return {"seconds": time.perf_counter() - start, "updates": model._n_updates, "phase_seconds": {}}
 
 
+def round_ratios(arms: dict[str, dict | None]) -> dict[str, float | None]:
+    """Each of ``RATIOS`` within one round's ``arms`` (None where an arm is missing: SB3)."""
+    return {
+        name: arms[top]["seconds"] / arms[bottom]["seconds"] if arms[top] and arms[bottom] else None
+        for name, (top, bottom) in RATIOS.items()
+    }
+
+
 def measure_round(env_id: str, frames: int) -> dict:
     """Every arm once: ``{"arms": {arm: timing}, "ratios": {ratio: value}}`` (None: SB3 missing)."""
     arms = {arm: recipe_timing(env_id, frames, overrides) for arm, overrides in RECIPE_ARMS.items()}
     arms[SB3] = sb3_timing(env_id, frames)
-    ratios = {
-        name: arms[top]["seconds"] / arms[bottom]["seconds"] if arms[top] and arms[bottom] else None
-        for name, (top, bottom) in RATIOS.items()
-    }
-    return {"arms": arms, "ratios": ratios}
+    return {"arms": arms, "ratios": round_ratios(arms)}
 
 
 def summarize(rounds: list[dict], frames: int) -> dict:

@@ -23,11 +23,7 @@ def synthetic_round(scale: float, sb3: bool) -> dict:
         speed.STACKELBERG: timing(6 * scale, scale, 4 * scale),
         speed.SB3: {"seconds": 2 * scale, "updates": 90, "phase_seconds": {}} if sb3 else None,
     }
-    ratios = {
-        name: arms[top]["seconds"] / arms[bottom]["seconds"] if arms[top] and arms[bottom] else None
-        for name, (top, bottom) in speed.RATIOS.items()
-    }
-    return {"arms": arms, "ratios": ratios}
+    return {"arms": arms, "ratios": speed.round_ratios(arms)}
 
 
 def test_summary_takes_medians_per_1000_frames_and_the_median_of_each_rounds_ratio():
