@@ -233,7 +233,7 @@ def main() -> None:
         "",
         "Every other configuration measured against the same bases (earlier defaults, other λ and CG",
         "rules, and the off-policy recipe on its earlier schedule of 50 updates every 50 steps, rows",
-        '"every 50", until its default rows on one update per step have runs): the table at the top of',
+        '"every 50"): the table at the top of',
         "[`benchmarks/RESULTS.md`](benchmarks/RESULTS.md).",
     ]
     every = [
